@@ -1,0 +1,18 @@
+//! pgpurpose: a PostgreSQL wire-protocol proxy that enforces purpose limitation.
+//!
+//! A tour, in the order a statement travels:
+//!
+//! - [`relay`]: the listener, one task per client session, the startup/authentication phase
+//!   and the relay loop that frames messages and forwards backend traffic as raw bytes.
+//! - [`protocol`]: wire framing and the few messages the proxy builds or inspects.
+//! - [`auth`]: SCRAM-SHA-256 for clients (who are *services*), and upstream authentication.
+//! - [`intercept`]: the single seam every SQL-bearing message passes through; returns a verdict.
+//! - [`engine`]: the pure decision engine (parse, resolve every column use, decide, rewrite).
+//! - [`policy`]: the YAML policy model and its compiled, indexed form.
+//! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
+//! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
+
+pub mod catalog;
+pub mod error;
+pub mod intercept;
+pub mod policy;
