@@ -171,12 +171,18 @@ impl CompiledPolicy {
     }
 
     /// The purposes tagged on a column: its own tag, else its table's, else `None` (untagged).
+    /// System views that expose column values or other sessions' statements (security rule 6)
+    /// are tagged for no purpose unless the policy tags them explicitly.
     pub fn tags(&self, table: &QualifiedName, column: &str) -> Option<&[String]> {
-        let rel = self.relations.get(table)?;
-        rel.column_tags
-            .get(column)
-            .or(rel.table_tags.as_ref())
-            .map(Vec::as_slice)
+        match self.relations.get(table) {
+            Some(rel) => rel
+                .column_tags
+                .get(column)
+                .or(rel.table_tags.as_ref())
+                .map(Vec::as_slice),
+            None if is_protected_system_relation(table) => Some(&[]),
+            None => None,
+        }
     }
 
     pub fn column_access(
