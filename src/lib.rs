@@ -16,3 +16,7 @@ pub mod catalog;
 pub mod error;
 pub mod intercept;
 pub mod policy;
+pub mod config;
+pub mod protocol;
+pub mod relay;
+pub mod app;
