@@ -146,3 +146,53 @@ fn bad_setting_fails_with_log_tail() {
     assert!(text.contains("server.log"), "{text}");
     assert!(text.contains("shared_buffers"), "{text}");
 }
+
+mod common;
+
+#[test]
+fn shared_cluster_has_the_example_database() {
+    let pg = common::shared_cluster();
+    assert!(std::ptr::eq(pg, common::shared_cluster()), "one per binary");
+    let tables = pg
+        .psql(
+            common::APP_DB,
+            "select count(*) from information_schema.tables \
+             where table_schema = 'public' and table_name in ('users', 'login_events', 'posts')",
+        )
+        .unwrap();
+    assert_eq!(tables.trim(), "3");
+    if common::cluster::example_has("roles.sql") {
+        let roles = pg
+            .psql(
+                "postgres",
+                "select count(*) from pg_roles where rolname in \
+                 ('app_auth','app_ads','app_discovery','app_analytics','app_support')",
+            )
+            .unwrap();
+        assert_eq!(roles.trim(), "5");
+    }
+}
+
+#[test]
+fn written_config_is_the_documented_yaml() {
+    let pg = common::shared_cluster();
+    let mut cfg = common::ProxyConfig::new(pg);
+    cfg.upstream_database = Some("app".into());
+    cfg.extra_yaml = "limits:\n  max_connections: 7\n".into();
+    let written = common::write_config(&cfg);
+    let text = std::fs::read_to_string(&written.path).unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        v["listen"].as_str().unwrap(),
+        format!("127.0.0.1:{}", written.listen_port)
+    );
+    assert_eq!(
+        v["upstream"]["port"].as_u64().unwrap(),
+        u64::from(pg.port())
+    );
+    assert_eq!(v["upstream"]["database"].as_str().unwrap(), "app");
+    assert_eq!(v["upstream"]["tls"].as_str().unwrap(), "disable");
+    assert_eq!(v["catalog"]["database"].as_str().unwrap(), "app");
+    assert_eq!(v["limits"]["max_connections"].as_u64().unwrap(), 7);
+    assert!(v["policies"].as_str().unwrap().ends_with("/policies"));
+}
