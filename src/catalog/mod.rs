@@ -69,6 +69,19 @@ impl Relation {
     }
 }
 
+/// A function or procedure (`pg_proc`). Functions are opaque to the analyser: their bodies can
+/// read any column, so anything outside the built-in `pg_catalog` set is decided by policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: QualifiedName,
+    /// `pg_proc.prokind`: `f` function, `p` procedure, `a` aggregate, `w` window.
+    pub kind: char,
+    /// Implementation language (`internal`, `c`, `sql`, `plpgsql`, ...).
+    pub language: String,
+    /// `SECURITY DEFINER`: runs with its owner's rights.
+    pub security_definer: bool,
+}
+
 /// A consistent snapshot of the upstream catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -77,6 +90,10 @@ pub struct Catalog {
     /// The effective search path services run with (schemas in order; `pg_catalog` is
     /// implicitly searched first by Postgres unless listed).
     pub search_path: Vec<String>,
+    /// Every function by qualified name (overloads collapse to one entry: the analyser only
+    /// needs to know whether a name exists and where).
+    #[serde(default)]
+    pub functions: BTreeMap<QualifiedName, Function>,
     /// Changes whenever the snapshot's content changes; part of the decision cache key.
     pub version: u64,
 }

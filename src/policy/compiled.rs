@@ -18,6 +18,36 @@ pub fn purpose_covers(allowed: &str, requested: &str) -> bool {
             && requested.as_bytes()[allowed.len()] == b'.')
 }
 
+/// Catalog and statistics views that expose column values, other sessions' statements or
+/// server files (DESIGN.md security rule 6). Untagged, they are usable by no purpose.
+pub const PROTECTED_SYSTEM_RELATIONS: &[(&str, &str)] = &[
+    ("pg_catalog", "pg_stats"),
+    ("pg_catalog", "pg_stats_ext"),
+    ("pg_catalog", "pg_stats_ext_exprs"),
+    ("pg_catalog", "pg_statistic"),
+    ("pg_catalog", "pg_statistic_ext_data"),
+    ("pg_catalog", "pg_stat_activity"),
+    ("pg_catalog", "pg_stat_statements"),
+    ("public", "pg_stat_statements"),
+    ("pg_catalog", "pg_stat_statements_info"),
+    ("pg_catalog", "pg_prepared_statements"),
+    ("pg_catalog", "pg_cursors"),
+    ("pg_catalog", "pg_authid"),
+    ("pg_catalog", "pg_shadow"),
+    ("pg_catalog", "pg_user_mappings"),
+    ("pg_catalog", "pg_largeobject"),
+    ("pg_catalog", "pg_hba_file_rules"),
+    ("pg_catalog", "pg_file_settings"),
+    ("pg_catalog", "pg_replication_slots"),
+    ("pg_catalog", "pg_stat_replication"),
+];
+
+pub fn is_protected_system_relation(table: &QualifiedName) -> bool {
+    PROTECTED_SYSTEM_RELATIONS
+        .iter()
+        .any(|(s, n)| table.schema == *s && table.name == *n)
+}
+
 /// Where a secret comes from. Plain secrets never appear in policy files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -141,12 +171,18 @@ impl CompiledPolicy {
     }
 
     /// The purposes tagged on a column: its own tag, else its table's, else `None` (untagged).
+    /// System views that expose column values or other sessions' statements (security rule 6)
+    /// are tagged for no purpose unless the policy tags them explicitly.
     pub fn tags(&self, table: &QualifiedName, column: &str) -> Option<&[String]> {
-        let rel = self.relations.get(table)?;
-        rel.column_tags
-            .get(column)
-            .or(rel.table_tags.as_ref())
-            .map(Vec::as_slice)
+        match self.relations.get(table) {
+            Some(rel) => rel
+                .column_tags
+                .get(column)
+                .or(rel.table_tags.as_ref())
+                .map(Vec::as_slice),
+            None if is_protected_system_relation(table) => Some(&[]),
+            None => None,
+        }
     }
 
     pub fn column_access(
@@ -309,6 +345,11 @@ mod tests {
             policy.column_access(&other, "x", "advertising"),
             ColumnAccess::Allowed
         );
+        let stats = QualifiedName::new("pg_catalog", "pg_stats");
+        assert!(matches!(
+            policy.column_access(&stats, "most_common_vals", "security"),
+            ColumnAccess::Forbidden { .. }
+        ));
         let strict = PolicyBuilder::new().untagged(UntaggedMode::Deny).build();
         assert!(matches!(
             strict.column_access(&other, "x", "advertising"),
