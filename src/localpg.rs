@@ -11,7 +11,8 @@
 //! Durability is switched off (`fsync`, `synchronous_commit`, `full_page_writes`) because the
 //! data is thrown away anyway and tests should be fast.
 //!
-//! Client-side work (`psql`, `pg_isready`) runs as the current user over TCP, as `postgres`.
+//! Client-side work runs as the current user, as the database superuser `postgres`: readiness
+//! is checked over TCP, SQL (`psql`) goes through the Unix socket.
 
 use std::fmt::Write as _;
 use std::io;
@@ -148,6 +149,16 @@ pub struct LocalCluster {
     running: bool,
 }
 
+/// How the harness's own client programs reach the server.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// 127.0.0.1: proves the TCP listener is up.
+    Tcp,
+    /// The Unix socket: the superuser's `local` trust line, so caller `host` lines that demand
+    /// passwords on 127.0.0.1 never lock the harness out.
+    Socket,
+}
+
 /// Counter for unique script file names within a process.
 static SCRIPT_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -247,8 +258,8 @@ impl LocalCluster {
         self.bindir.join(name)
     }
 
-    /// Runs SQL as the superuser with `ON_ERROR_STOP`; returns `psql -At` output (rows with
-    /// `|` between columns, one per line).
+    /// Runs SQL as the superuser (through the Unix socket) with `ON_ERROR_STOP`; returns
+    /// `psql -At` output (rows with `|` between columns, one per line).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, LocalPgError> {
         // Through a file rather than `-c`, so several statements behave like a script (each its
         // own statement, COPY FROM stdin data and psql meta-commands work).
@@ -329,7 +340,7 @@ impl LocalCluster {
     /// Polls until `select 1` succeeds over TCP, or the deadline passes.
     fn wait_ready(&self, deadline: Instant) -> Result<(), LocalPgError> {
         loop {
-            let mut ready = self.client_command("pg_isready");
+            let mut ready = self.client_command("pg_isready", Via::Tcp);
             ready.args(["-t", "2"]);
             let reason = match run(ready) {
                 Ok(_) => match self.psql("postgres", "select 1") {
@@ -472,7 +483,7 @@ impl LocalCluster {
     }
 
     fn psql_file(&self, db: &str, path: &Path) -> Result<String, LocalPgError> {
-        let mut cmd = self.client_command("psql");
+        let mut cmd = self.client_command("psql", Via::Socket);
         cmd.args([
             "-X",
             "-q",
@@ -509,21 +520,19 @@ impl LocalCluster {
         cmd
     }
 
-    /// A client program (`psql`, `pg_isready`) connecting as the superuser over TCP.
-    fn client_command(&self, name: &str) -> Command {
+    /// A client program (`psql`, `pg_isready`) connecting as the superuser, over TCP or
+    /// through the Unix socket.
+    fn client_command(&self, name: &str, via: Via) -> Command {
         let mut cmd = Command::new(self.bindir.join(name));
         for var in LIBPQ_ENV {
             cmd.env_remove(var);
         }
         cmd.env("PGCONNECT_TIMEOUT", "10");
-        cmd.args([
-            "-h",
-            LOCAL_HOST,
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            SUPERUSER,
-        ]);
+        let host = match via {
+            Via::Tcp => LOCAL_HOST.to_string(),
+            Via::Socket => self.socket_dir.display().to_string(),
+        };
+        cmd.args(["-h", &host, "-p", &self.port.to_string(), "-U", SUPERUSER]);
         cmd
     }
 }

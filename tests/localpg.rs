@@ -84,17 +84,6 @@ fn ssl_settings_and_hba_lines() {
         "8MB",
         "caller settings apply"
     );
-    // The superuser's own session goes over TCP and must be using TLS.
-    assert_eq!(
-        pg.psql(
-            "postgres",
-            "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
-        )
-        .unwrap()
-        .trim(),
-        "t"
-    );
-
     // The caller's hba line comes first: scram_user needs its password, others are trusted.
     pg.psql(
         "postgres",
@@ -106,7 +95,8 @@ fn ssl_settings_and_hba_lines() {
     let psql = |user: &str, password: &str| {
         std::process::Command::new(pg.bin("psql"))
             .args(["-X", "-At", "-h", pg.host(), "-p", &pg.port().to_string()])
-            .args(["-U", user, "-d", "postgres", "-c", "select current_user"])
+            .args(["-U", user, "-d", "postgres", "-c"])
+            .arg("select current_user || ' ' || ssl from pg_stat_ssl where pid = pg_backend_pid()")
             .env("PGPASSWORD", password)
             .env("PGSSLMODE", "verify-full")
             .env("PGSSLROOTCERT", &cert)
@@ -128,10 +118,32 @@ fn ssl_settings_and_hba_lines() {
     );
     let trusted = psql("trusted_user", "");
     assert!(trusted.status.success());
+    // verify-full against the generated certificate, and the session really uses TLS.
     assert_eq!(
         String::from_utf8_lossy(&trusted.stdout).trim(),
-        "trusted_user"
+        "trusted_user true"
     );
+}
+
+#[test]
+fn caller_hba_demanding_passwords_on_tcp_does_not_lock_out_the_harness() {
+    let mut pg = LocalCluster::start(ClusterOptions {
+        hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(pg.psql("postgres", "select 2").unwrap().trim(), "2");
+    let out = std::process::Command::new(pg.bin("psql"))
+        .args(["-X", "-At", "-h", pg.host(), "-p", &pg.port().to_string()])
+        .args(["-U", "postgres", "-d", "postgres", "-c", "select 1"])
+        .env("PGPASSWORD", "nothing-set")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "TCP must demand a password now");
+    pg.stop().unwrap();
+    pg.start_again().unwrap();
+    assert_eq!(pg.psql("postgres", "select 3").unwrap().trim(), "3");
 }
 
 #[test]
