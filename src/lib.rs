@@ -15,4 +15,5 @@
 pub mod catalog;
 pub mod error;
 pub mod intercept;
+pub mod localpg;
 pub mod policy;
