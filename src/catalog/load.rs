@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::{Catalog, Column, QualifiedName, Relation, RelationKind};
+use super::{Catalog, Column, Function, QualifiedName, Relation, RelationKind};
 
 /// Errors reading, writing or decoding a catalog snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,15 @@ SELECT a.attrelid, a.attname::text,
    AND a.attnum > 0
    AND NOT a.attisdropped
  ORDER BY a.attrelid, a.attnum";
+
+const FUNCTIONS_SQL: &str = "\
+SELECT n.nspname::text, p.proname::text, p.prokind, l.lanname::text, p.prosecdef
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+ WHERE n.nspname <> 'pg_toast'
+   AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+ ORDER BY n.nspname, p.proname";
 
 const SEARCH_PATH_SQL: &str = "SELECT pg_catalog.current_schemas(false)::text[]";
 
@@ -144,9 +153,26 @@ async fn read_in_transaction(client: &tokio_postgres::Client) -> Result<Catalog,
         .await
         .and_then(|row| row.try_get(0))
         .map_err(CatalogError::Query)?;
+    let mut functions: BTreeMap<QualifiedName, Function> = BTreeMap::new();
+    for row in client.query(FUNCTIONS_SQL, &[]).await.map_err(CatalogError::Query)? {
+        let name = QualifiedName::new(
+            row.try_get::<_, String>(0).map_err(CatalogError::Query)?,
+            row.try_get::<_, String>(1).map_err(CatalogError::Query)?,
+        );
+        let kind = char::from(row.try_get::<_, i8>(2).map_err(CatalogError::Query)? as u8);
+        let language: String = row.try_get(3).map_err(CatalogError::Query)?;
+        let security_definer: bool = row.try_get(4).map_err(CatalogError::Query)?;
+        // Overloads share one entry; any SECURITY DEFINER overload marks the name, so the
+        // entry errs on the side of caution.
+        functions
+            .entry(name.clone())
+            .and_modify(|f| f.security_definer |= security_definer)
+            .or_insert(Function { name, kind, language, security_definer });
+    }
     let mut catalog = Catalog {
         relations: by_oid.into_values().map(|r| (r.name.clone(), r)).collect(),
         search_path,
+        functions,
         version: 0,
     };
     catalog.version = content_version(&catalog);
@@ -188,12 +214,14 @@ pub fn content_version(catalog: &Catalog) -> u64 {
     struct Content<'a> {
         search_path: &'a [String],
         relations: Vec<&'a Relation>,
+        functions: Vec<&'a Function>,
     }
     // Relations as a list: JSON object keys must be strings, and `QualifiedName` is a struct.
     // Serializing plain structs with string keys to a Vec cannot fail.
     let json = serde_json::to_vec(&Content {
         search_path: &catalog.search_path,
         relations: catalog.relations.values().collect(),
+        functions: catalog.functions.values().collect(),
     })
     .unwrap_or_default();
     let digest = Sha256::digest(&json);
