@@ -154,7 +154,11 @@ async fn read_in_transaction(client: &tokio_postgres::Client) -> Result<Catalog,
         .and_then(|row| row.try_get(0))
         .map_err(CatalogError::Query)?;
     let mut functions: BTreeMap<QualifiedName, Function> = BTreeMap::new();
-    for row in client.query(FUNCTIONS_SQL, &[]).await.map_err(CatalogError::Query)? {
+    for row in client
+        .query(FUNCTIONS_SQL, &[])
+        .await
+        .map_err(CatalogError::Query)?
+    {
         let name = QualifiedName::new(
             row.try_get::<_, String>(0).map_err(CatalogError::Query)?,
             row.try_get::<_, String>(1).map_err(CatalogError::Query)?,
@@ -167,7 +171,12 @@ async fn read_in_transaction(client: &tokio_postgres::Client) -> Result<Catalog,
         functions
             .entry(name.clone())
             .and_modify(|f| f.security_definer |= security_definer)
-            .or_insert(Function { name, kind, language, security_definer });
+            .or_insert(Function {
+                name,
+                kind,
+                language,
+                security_definer,
+            });
     }
     let mut catalog = Catalog {
         relations: by_oid.into_values().map(|r| (r.name.clone(), r)).collect(),

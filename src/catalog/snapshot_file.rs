@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::load::{content_version, CatalogError};
-use super::{Catalog, Relation};
+use super::{Catalog, Function, Relation};
 
 /// Marker in every snapshot file.
 pub const FORMAT: &str = "pgpurpose-catalog";
@@ -26,6 +26,7 @@ struct FileOut<'a> {
     version: u64,
     /// A list, not a map: JSON keys must be strings and each relation carries its name.
     relations: Vec<&'a Relation>,
+    functions: Vec<&'a Function>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +39,9 @@ struct FileIn {
     #[allow(dead_code)]
     version: u64,
     relations: Vec<Relation>,
+    /// Absent in snapshots written before functions were recorded.
+    #[serde(default)]
+    functions: Vec<Function>,
 }
 
 /// The snapshot as pretty-printed JSON.
@@ -48,6 +52,7 @@ pub fn to_json(catalog: &Catalog) -> Result<String, serde_json::Error> {
         search_path: &catalog.search_path,
         version: catalog.version,
         relations: catalog.relations.values().collect(),
+        functions: catalog.functions.values().collect(),
     })
 }
 
@@ -79,6 +84,11 @@ pub fn from_json(path: &Path, text: &str) -> Result<Catalog, CatalogError> {
         }
         catalog.insert(rel);
     }
+    catalog.functions = file
+        .functions
+        .into_iter()
+        .map(|f| (f.name.clone(), f))
+        .collect();
     catalog.version = content_version(&catalog);
     Ok(catalog)
 }
