@@ -15,6 +15,7 @@
 pub mod catalog;
 pub mod error;
 pub mod intercept;
+pub mod localpg;
 pub mod policy;
 pub mod config;
 pub mod protocol;

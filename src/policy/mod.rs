@@ -1,10 +1,19 @@
 //! Purpose policies: the YAML files DBAs edit under `policies/`, and their compiled form.
 //!
-//! `compiled` holds the indexed model everything else consults.
+//! `raw` mirrors the files, `load` reads and merges them, `validate` checks cross-references
+//! and compiles them into `compiled`, the indexed model everything else consults. The format
+//! is documented in `docs/policy-reference.md`.
 
 pub mod compiled;
+pub mod load;
+pub mod raw;
+pub mod validate;
 
 pub use compiled::{
-    purpose_covers, ColumnAccess, CompiledPolicy, Grant, OutputAction, PolicyBuilder,
-    RelationPolicy, SecretSource, Service, UntaggedMode, UpstreamLogin,
+    purpose_covers, ColumnAccess, CompiledPolicy, Grant, OutputAction, PolicyBuilder, PolicyItem,
+    RelationPolicy, SecretSource, Service, SourceLocation, UntaggedMode, UpstreamLogin,
+};
+pub use load::{load_dir, load_files, load_sources, policy_version, PolicyError};
+pub use validate::{
+    check_against_catalog, ensure_matches_catalog, has_errors, Finding, FindingLevel,
 };
