@@ -21,7 +21,10 @@ pub enum AppError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::relay::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -31,8 +34,16 @@ pub enum AppError {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.
@@ -40,7 +51,10 @@ pub async fn termination_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => info!("SIGTERM received"),
@@ -64,19 +78,33 @@ pub fn load_policy(config: &Config) -> Result<crate::policy::CompiledPolicy, App
 /// `pgpurpose run`: serve until SIGTERM/SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let config = Config::load(config_path)?;
+    serve(config, termination_signal()).await
+}
+
+/// Load the policy, bind the listener and serve until `shutdown` completes, then drain.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
     let policy = load_policy(&config)?;
     info!(version = %policy.version, services = policy.services.len(), "policy loaded");
     let interceptor = build_interceptor(&config, &policy).await?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| AppError::Listen { addr: config.listen.to_string(), source })?;
+        .map_err(|source| AppError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
     info!(listen = %config.listen, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), "pgpurpose listening");
     let state = Arc::new(ProxyState::new(config, policy, interceptor)?);
-    server::run(state, listener, termination_signal()).await;
+    server::run(state, listener, shutdown).await;
     Ok(())
 }
 
 /// The statement interceptor used in production.
-async fn build_interceptor(_config: &Config, _policy: &crate::policy::CompiledPolicy) -> Result<Arc<dyn Interceptor>, AppError> {
+async fn build_interceptor(
+    _config: &Config,
+    _policy: &crate::policy::CompiledPolicy,
+) -> Result<Arc<dyn Interceptor>, AppError> {
     Ok(Arc::new(crate::intercept::RecordingInterceptor::default()))
 }

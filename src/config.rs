@@ -17,11 +17,18 @@ use crate::policy::SecretSource;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: invalid value for {key}: {message}")]
-    Invalid { path: PathBuf, key: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
 }
 
 /// Upstream TLS mode, with libpq `sslmode` meanings.
@@ -216,10 +223,14 @@ impl Config {
     /// Read, parse and validate a configuration file. Relative paths inside it are resolved
     /// against the file's directory so the proxy can be started from anywhere.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: Config = serde_yaml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate(path)?;
@@ -243,12 +254,19 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| ConfigError::Invalid { path: path.to_owned(), key, message: message.to_owned() };
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
         }
         if self.limits.max_message_bytes < 1024 || self.limits.max_message_bytes > (1 << 30) {
-            return Err(invalid("limits.max_message_bytes", "must be between 1 KiB and 1 GiB"));
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 1 KiB and 1 GiB",
+            ));
         }
         if self.limits.startup_timeout_ms == 0 {
             return Err(invalid("limits.startup_timeout_ms", "must be positive"));
@@ -311,7 +329,11 @@ mod tests {
     fn relative_paths_resolve_against_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pgpurpose.yaml");
-        std::fs::write(&path, "policies: pol\nupstream: {tls: verify-full, ca_file: ca.pem}\n").unwrap();
+        std::fs::write(
+            &path,
+            "policies: pol\nupstream: {tls: verify-full, ca_file: ca.pem}\n",
+        )
+        .unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(config.policies, dir.path().join("pol"));
         assert_eq!(config.upstream.ca_file, Some(dir.path().join("ca.pem")));
@@ -323,6 +345,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "limits: {max_connections: 0}\n").unwrap();
-        assert!(matches!(Config::load(&path), Err(ConfigError::Invalid { key: "limits.max_connections", .. })));
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid {
+                key: "limits.max_connections",
+                ..
+            })
+        ));
     }
 }

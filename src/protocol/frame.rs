@@ -41,13 +41,22 @@ pub fn peek_header(buf: &[u8], limit: usize) -> Result<Option<FrameHeader>, Fram
     }
     let frame_len = len as usize + 1;
     if frame_len > limit {
-        return Err(FrameError::TooLarge { size: frame_len, limit });
+        return Err(FrameError::TooLarge {
+            size: frame_len,
+            limit,
+        });
     }
-    Ok(Some(FrameHeader { tag: buf[0], frame_len }))
+    Ok(Some(FrameHeader {
+        tag: buf[0],
+        frame_len,
+    }))
 }
 
 /// Split one complete frame off the front of `buf`, if it is all there.
-pub fn take_frame(buf: &mut BytesMut, limit: usize) -> Result<Option<(FrameHeader, BytesMut)>, FrameError> {
+pub fn take_frame(
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<(FrameHeader, BytesMut)>, FrameError> {
     match peek_header(buf, limit)? {
         Some(h) if buf.len() >= h.frame_len => Ok(Some((h, buf.split_to(h.frame_len)))),
         _ => Ok(None),
@@ -81,11 +90,20 @@ mod tests {
 
     #[test]
     fn refuses_invalid_and_oversized_lengths_before_buffering() {
-        assert_eq!(peek_header(&[b'Q', 0, 0, 0, 3], 100), Err(FrameError::InvalidLength(3)));
-        assert_eq!(peek_header(&[b'Q', 0xff, 0xff, 0xff, 0xff], 100), Err(FrameError::InvalidLength(-1)));
+        assert_eq!(
+            peek_header(&[b'Q', 0, 0, 0, 3], 100),
+            Err(FrameError::InvalidLength(3))
+        );
+        assert_eq!(
+            peek_header(&[b'Q', 0xff, 0xff, 0xff, 0xff], 100),
+            Err(FrameError::InvalidLength(-1))
+        );
         assert_eq!(
             peek_header(&[b'Q', 0, 0, 1, 0], 100),
-            Err(FrameError::TooLarge { size: 257, limit: 100 })
+            Err(FrameError::TooLarge {
+                size: 257,
+                limit: 100
+            })
         );
     }
 }

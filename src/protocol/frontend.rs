@@ -27,7 +27,10 @@ pub struct ParseMessage<'a> {
 }
 
 fn split_cstr(bytes: &[u8]) -> Result<(&[u8], &[u8]), FrontendError> {
-    let nul = bytes.iter().position(|b| *b == 0).ok_or(FrontendError::Malformed)?;
+    let nul = bytes
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or(FrontendError::Malformed)?;
     Ok((&bytes[..nul], &bytes[nul + 1..]))
 }
 
@@ -57,7 +60,11 @@ pub fn parse_message(frame: &[u8]) -> Result<ParseMessage<'_>, FrontendError> {
     if count < 0 || param_types.len() != 2 + 4 * count as usize {
         return Err(FrontendError::Malformed);
     }
-    Ok(ParseMessage { statement_name, sql: utf8(sql)?, param_types })
+    Ok(ParseMessage {
+        statement_name,
+        sql: utf8(sql)?,
+        param_types,
+    })
 }
 
 /// Append a `Query` frame carrying `sql`.
@@ -70,7 +77,9 @@ pub fn put_query(out: &mut BytesMut, sql: &str) {
 
 /// Append a `Parse` frame like `original` but with `sql` as its text.
 pub fn put_parse(out: &mut BytesMut, original: &ParseMessage<'_>, sql: &str) {
-    let mut body = Vec::with_capacity(original.statement_name.len() + sql.len() + original.param_types.len() + 2);
+    let mut body = Vec::with_capacity(
+        original.statement_name.len() + sql.len() + original.param_types.len() + 2,
+    );
     body.extend_from_slice(original.statement_name);
     body.push(0);
     body.extend_from_slice(sql.as_bytes());
@@ -92,9 +101,18 @@ mod tests {
     #[test]
     fn query_text_is_checked_for_utf8_and_layout() {
         assert_eq!(query_text(&frame(b'Q', b"select 1\0")), Ok("select 1"));
-        assert_eq!(query_text(&frame(b'Q', b"select '\xff'\0")), Err(FrontendError::NotUtf8));
-        assert_eq!(query_text(&frame(b'Q', b"select 1")), Err(FrontendError::Malformed));
-        assert_eq!(query_text(&frame(b'Q', b"select 1\0junk")), Err(FrontendError::Malformed));
+        assert_eq!(
+            query_text(&frame(b'Q', b"select '\xff'\0")),
+            Err(FrontendError::NotUtf8)
+        );
+        assert_eq!(
+            query_text(&frame(b'Q', b"select 1")),
+            Err(FrontendError::Malformed)
+        );
+        assert_eq!(
+            query_text(&frame(b'Q', b"select 1\0junk")),
+            Err(FrontendError::Malformed)
+        );
     }
 
     #[test]
@@ -113,7 +131,13 @@ mod tests {
 
     #[test]
     fn parse_with_bad_param_count_is_malformed() {
-        assert_eq!(parse_message(&frame(b'P', b"\0select 1\0\x00\x02\x00\x00\x00\x17")), Err(FrontendError::Malformed));
-        assert_eq!(parse_message(&frame(b'P', b"\0select 1\0")), Err(FrontendError::Malformed));
+        assert_eq!(
+            parse_message(&frame(b'P', b"\0select 1\0\x00\x02\x00\x00\x00\x17")),
+            Err(FrontendError::Malformed)
+        );
+        assert_eq!(
+            parse_message(&frame(b'P', b"\0select 1\0")),
+            Err(FrontendError::Malformed)
+        );
     }
 }

@@ -28,8 +28,14 @@ pub enum StartupError {
 pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
-    Cancel { process_id: i32, secret_key: i32 },
-    Startup { minor_version: i32, params: Vec<(String, String)> },
+    Cancel {
+        process_id: i32,
+        secret_key: i32,
+    },
+    Startup {
+        minor_version: i32,
+        params: Vec<(String, String)>,
+    },
 }
 
 /// Parse one startup packet from the front of `buf` if it is complete.
@@ -51,15 +57,22 @@ pub fn take_startup_packet(buf: &mut BytesMut) -> Result<Option<StartupPacket>, 
     match code {
         SSL_REQUEST if len == 8 => Ok(Some(StartupPacket::SslRequest)),
         GSSENC_REQUEST if len == 8 => Ok(Some(StartupPacket::GssEncRequest)),
-        CANCEL_REQUEST if len == 16 => {
-            Ok(Some(StartupPacket::Cancel { process_id: packet.get_i32(), secret_key: packet.get_i32() }))
-        }
+        CANCEL_REQUEST if len == 16 => Ok(Some(StartupPacket::Cancel {
+            process_id: packet.get_i32(),
+            secret_key: packet.get_i32(),
+        })),
         SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => Err(StartupError::Malformed),
         code if code >> 16 == 3 => {
             let params = parse_params(&packet)?;
-            Ok(Some(StartupPacket::Startup { minor_version: code & 0xffff, params }))
+            Ok(Some(StartupPacket::Startup {
+                minor_version: code & 0xffff,
+                params,
+            }))
         }
-        code => Err(StartupError::UnsupportedProtocol { major: code >> 16, minor: code & 0xffff }),
+        code => Err(StartupError::UnsupportedProtocol {
+            major: code >> 16,
+            minor: code & 0xffff,
+        }),
     }
 }
 
@@ -131,7 +144,10 @@ mod tests {
             packet,
             StartupPacket::Startup {
                 minor_version: 0,
-                params: vec![("user".into(), "ads-service".into()), ("database".into(), "app".into())]
+                params: vec![
+                    ("user".into(), "ads-service".into()),
+                    ("database".into(), "app".into())
+                ]
             }
         );
         assert!(buf.is_empty());
@@ -140,18 +156,27 @@ mod tests {
     #[test]
     fn special_requests() {
         let mut buf = BytesMut::from(&encode_ssl_request()[..]);
-        assert_eq!(take_startup_packet(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
+        assert_eq!(
+            take_startup_packet(&mut buf).unwrap(),
+            Some(StartupPacket::SslRequest)
+        );
         let mut buf = BytesMut::from(&encode_cancel(7, -9)[..]);
         assert_eq!(
             take_startup_packet(&mut buf).unwrap(),
-            Some(StartupPacket::Cancel { process_id: 7, secret_key: -9 })
+            Some(StartupPacket::Cancel {
+                process_id: 7,
+                secret_key: -9
+            })
         );
     }
 
     #[test]
     fn malformed_packets_are_refused() {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 4, 0, 3, 0, 0][..]);
-        assert_eq!(take_startup_packet(&mut buf), Err(StartupError::InvalidLength(4)));
+        assert_eq!(
+            take_startup_packet(&mut buf),
+            Err(StartupError::InvalidLength(4))
+        );
         // Missing the final terminator.
         let mut bad = encode_startup(&[("user", "x")]);
         let n = bad.len();

@@ -25,16 +25,26 @@ impl CancelRegistry {
             }
         };
         sessions.insert(key, upstream);
-        CancelGuard { registry: Arc::clone(self), key }
+        CancelGuard {
+            registry: Arc::clone(self),
+            key,
+        }
     }
 
     /// The upstream keys for a client's cancel request, if the keys are known.
     pub fn upstream_key(&self, proxy_key: BackendKey) -> Option<BackendKey> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&proxy_key).copied()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&proxy_key)
+            .copied()
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -49,7 +59,11 @@ pub struct CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        self.registry.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        self.registry
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -63,7 +77,10 @@ mod tests {
         let guard = registry.register((4242, 99));
         assert!(guard.key.0 > 0);
         assert_eq!(registry.upstream_key(guard.key), Some((4242, 99)));
-        assert_eq!(registry.upstream_key((guard.key.0, guard.key.1.wrapping_add(1))), None);
+        assert_eq!(
+            registry.upstream_key((guard.key.0, guard.key.1.wrapping_add(1))),
+            None
+        );
         drop(guard);
         assert!(registry.is_empty());
     }

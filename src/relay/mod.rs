@@ -37,8 +37,16 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(config: Config, policy: CompiledPolicy, interceptor: Arc<dyn Interceptor>) -> Result<Self, tls::TlsError> {
-        let client_tls = config.client_tls.as_ref().map(tls::client_tls).transpose()?;
+    pub fn new(
+        config: Config,
+        policy: CompiledPolicy,
+        interceptor: Arc<dyn Interceptor>,
+    ) -> Result<Self, tls::TlsError> {
+        let client_tls = config
+            .client_tls
+            .as_ref()
+            .map(tls::client_tls)
+            .transpose()?;
         let upstream_tls = tls::upstream_connector(&config.upstream)?;
         Ok(ProxyState {
             config,

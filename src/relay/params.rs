@@ -60,8 +60,13 @@ pub fn interpret(params: &[(String, String)]) -> Result<StartupRequest, PgError>
             "user" => service = Some(value.clone()),
             "database" => database = Some(value.clone()),
             "replication" => {
-                if !matches!(value.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0") {
-                    return Err(refuse("replication connections are not supported by pgpurpose".into()));
+                if !matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ) {
+                    return Err(refuse(
+                        "replication connections are not supported by pgpurpose".into(),
+                    ));
                 }
             }
             "options" => {
@@ -74,10 +79,21 @@ pub fn interpret(params: &[(String, String)]) -> Result<StartupRequest, PgError>
         }
     }
     let service = service.filter(|s| !s.is_empty()).ok_or_else(|| {
-        PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet")
+        PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        )
     })?;
-    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| service.clone());
-    Ok(StartupRequest { service, database, purpose, settings, unsupported_protocol_options: unsupported })
+    let database = database
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| service.clone());
+    Ok(StartupRequest {
+        service,
+        database,
+        purpose,
+        settings,
+        unsupported_protocol_options: unsupported,
+    })
 }
 
 fn accept_setting(
@@ -93,12 +109,19 @@ fn accept_setting(
         "client_encoding" => {
             let v = value.to_ascii_lowercase().replace(['-', '_'], "");
             if v != "utf8" && v != "unicode" {
-                return Err(refuse(format!("pgpurpose pins client_encoding to UTF8; \"{value}\" was requested")));
+                return Err(refuse(format!(
+                    "pgpurpose pins client_encoding to UTF8; \"{value}\" was requested"
+                )));
             }
         }
         "standard_conforming_strings" => {
-            if !matches!(value.to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1") {
-                return Err(refuse("pgpurpose pins standard_conforming_strings to on".into()));
+            if !matches!(
+                value.to_ascii_lowercase().as_str(),
+                "on" | "true" | "yes" | "1"
+            ) {
+                return Err(refuse(
+                    "pgpurpose pins standard_conforming_strings to on".into(),
+                ));
             }
         }
         n if ALLOWED_SETTINGS.contains(&n) => settings.push((n.to_owned(), value)),
@@ -147,13 +170,16 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, PgError> {
     let mut iter = words.into_iter();
     while let Some(word) = iter.next() {
         let setting = if word == "-c" {
-            iter.next().ok_or_else(|| refuse("startup options: -c without a setting".into()))?
+            iter.next()
+                .ok_or_else(|| refuse("startup options: -c without a setting".into()))?
         } else if let Some(rest) = word.strip_prefix("-c") {
             rest.to_owned()
         } else if let Some(rest) = word.strip_prefix("--") {
             rest.to_owned()
         } else {
-            return Err(refuse(format!("startup option \"{word}\" is not allowed through pgpurpose")));
+            return Err(refuse(format!(
+                "startup option \"{word}\" is not allowed through pgpurpose"
+            )));
         };
         let (name, value) = setting
             .split_once('=')
@@ -169,7 +195,10 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -179,13 +208,19 @@ mod tests {
             ("database", "app"),
             ("application_name", "psql"),
             ("client_encoding", "UTF8"),
-            ("options", "-c pgpurpose.purpose=advertising --statement-timeout=5s"),
+            (
+                "options",
+                "-c pgpurpose.purpose=advertising --statement-timeout=5s",
+            ),
         ]))
         .unwrap();
         assert_eq!(req.service, "ads-service");
         assert_eq!(req.database, "app");
         assert_eq!(req.purpose.as_deref(), Some("advertising"));
-        assert_eq!(req.settings, p(&[("application_name", "psql"), ("statement_timeout", "5s")]));
+        assert_eq!(
+            req.settings,
+            p(&[("application_name", "psql"), ("statement_timeout", "5s")])
+        );
     }
 
     #[test]
@@ -213,12 +248,18 @@ mod tests {
         assert_eq!(interpret(&p(&[("user", "s")])).unwrap().database, "s");
         assert!(interpret(&p(&[("database", "d")])).is_err());
         let req = interpret(&p(&[("user", "s"), ("_pq_.compression", "on")])).unwrap();
-        assert_eq!(req.unsupported_protocol_options, vec!["_pq_.compression".to_owned()]);
+        assert_eq!(
+            req.unsupported_protocol_options,
+            vec!["_pq_.compression".to_owned()]
+        );
     }
 
     #[test]
     fn options_escapes_follow_postgres() {
         let opts = parse_options(r"-c application_name=a\ b   -cdatestyle=ISO").unwrap();
-        assert_eq!(opts, p(&[("application_name", "a b"), ("datestyle", "ISO")]));
+        assert_eq!(
+            opts,
+            p(&[("application_name", "a b"), ("datestyle", "ISO")])
+        );
     }
 }

@@ -13,7 +13,11 @@ use tracing::{info, warn};
 use super::{session, ProxyState};
 
 /// Serve until `shutdown` completes, then drain.
-pub async fn run(state: Arc<ProxyState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    state: Arc<ProxyState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = state.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -45,11 +49,20 @@ pub async fn run(state: Arc<ProxyState>, listener: TcpListener, shutdown: impl F
         }
     }
     drop(listener);
-    info!(sessions = sessions.len(), "shutting down: no longer accepting; draining sessions");
+    info!(
+        sessions = sessions.len(),
+        "shutting down: no longer accepting; draining sessions"
+    );
     let _ = stop_tx.send(true);
     let drain = async { while sessions.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.shutdown_grace(), drain).await.is_err() {
-        warn!(remaining = sessions.len(), "grace period over; closing remaining sessions");
+    if tokio::time::timeout(limits.shutdown_grace(), drain)
+        .await
+        .is_err()
+    {
+        warn!(
+            remaining = sessions.len(),
+            "grace period over; closing remaining sessions"
+        );
         sessions.abort_all();
         while sessions.join_next().await.is_some() {}
     }

@@ -51,7 +51,13 @@ pub struct SessionIdentity {
 
 /// Entry point for an accepted connection. Never panics on client input; every failure ends
 /// in an ErrorResponse when the client can still be told, then a closed socket.
-pub async fn run(state: Arc<ProxyState>, tcp: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>, admitted: bool) {
+pub async fn run(
+    state: Arc<ProxyState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    admitted: bool,
+) {
     let connection_id = state.next_connection_id();
     let span = tracing::info_span!("session", conn = connection_id, peer = %peer);
     let _enter = span.enter();
@@ -95,7 +101,10 @@ async fn write_fatal<S: AsyncWrite + Unpin>(stream: &mut S, error: &PgError) {
 }
 
 /// Read one startup packet, bounded in size.
-async fn read_startup_packet(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<Option<StartupPacket>, String> {
+async fn read_startup_packet(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Option<StartupPacket>, String> {
     loop {
         match take_startup_packet(buf) {
             Ok(Some(packet)) => return Ok(Some(packet)),
@@ -133,13 +142,21 @@ async fn startup(
                 // Bytes pipelined behind an SSLRequest would be read as if they came over TLS
                 // (CVE-2021-23214): refuse.
                 if !buf.is_empty() || stream.is_tls() {
-                    write_fatal(&mut stream, &PgError::protocol_violation("unexpected data after SSLRequest")).await;
+                    write_fatal(
+                        &mut stream,
+                        &PgError::protocol_violation("unexpected data after SSLRequest"),
+                    )
+                    .await;
                     return Err("data after SSLRequest".into());
                 }
                 stream = match (stream, &state.client_tls) {
                     (MaybeTls::Plain(mut tcp), Some(tls)) => {
                         tcp.write_all(b"S").await.map_err(|e| e.to_string())?;
-                        let accepted = tls.acceptor.accept(tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
+                        let accepted = tls
+                            .acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| format!("TLS handshake: {e}"))?;
                         MaybeTls::Tls(Box::new(accepted))
                     }
                     (mut other, _) => {
@@ -154,13 +171,22 @@ async fn startup(
                 }
                 stream.write_all(b"N").await.map_err(|e| e.to_string())?;
             }
-            StartupPacket::Cancel { process_id, secret_key } => {
+            StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
                 forward_cancel(state, (process_id, secret_key)).await;
                 return Ok(None);
             }
-            StartupPacket::Startup { minor_version, params } => {
+            StartupPacket::Startup {
+                minor_version,
+                params,
+            } => {
                 if minor_version != 0 {
-                    debug!(minor_version, "client asked for a newer protocol minor version");
+                    debug!(
+                        minor_version,
+                        "client asked for a newer protocol minor version"
+                    );
                 }
                 break (minor_version, params);
             }
@@ -169,12 +195,22 @@ async fn startup(
     let (minor_version, params) = params;
 
     if !admitted {
-        write_fatal(&mut stream, &PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already")).await;
+        write_fatal(
+            &mut stream,
+            &PgError::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            ),
+        )
+        .await;
         return Err("over the connection limit".into());
     }
     if state.client_tls.as_ref().is_some_and(|t| t.required) && !stream.is_tls() {
-        let error = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "pgpurpose requires an encrypted connection (TLS)")
-            .with_hint("connect with sslmode=require");
+        let error = PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "pgpurpose requires an encrypted connection (TLS)",
+        )
+        .with_hint("connect with sslmode=require");
         write_fatal(&mut stream, &error).await;
         return Err("plaintext refused".into());
     }
@@ -187,7 +223,11 @@ async fn startup(
     };
     let mut out = BytesMut::with_capacity(1024);
     if minor_version != 0 || !request.unsupported_protocol_options.is_empty() {
-        let opts: Vec<&str> = request.unsupported_protocol_options.iter().map(String::as_str).collect();
+        let opts: Vec<&str> = request
+            .unsupported_protocol_options
+            .iter()
+            .map(String::as_str)
+            .collect();
         backend::put_negotiate_protocol_version(&mut out, &opts);
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         out.clear();
@@ -201,10 +241,19 @@ async fn startup(
             return Err(error.to_string());
         }
     };
-    let Some(purpose) = service.session_purpose(request.purpose.as_deref()).map(str::to_owned) else {
+    let Some(purpose) = service
+        .session_purpose(request.purpose.as_deref())
+        .map(str::to_owned)
+    else {
         let message = match &request.purpose {
-            Some(p) => format!("service \"{}\" is not declared for purpose \"{p}\"", service.name),
-            None => format!("service \"{}\" is declared for several purposes; choose one", service.name),
+            Some(p) => format!(
+                "service \"{}\" is not declared for purpose \"{p}\"",
+                service.name
+            ),
+            None => format!(
+                "service \"{}\" is declared for several purposes; choose one",
+                service.name
+            ),
         };
         let error = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, message).with_hint(format!(
             "connect with options='-c pgpurpose.purpose=NAME', NAME one of: {}",
@@ -241,9 +290,20 @@ async fn startup(
     backend::put_ready_for_query(&mut out, upstream.status);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
 
-    let identity = SessionIdentity { connection_id, client_addr: peer.to_string(), service: service.name.clone(), purpose };
+    let identity = SessionIdentity {
+        connection_id,
+        client_addr: peer.to_string(),
+        service: service.name.clone(),
+        purpose,
+    };
     info!(service = %identity.service, purpose = %identity.purpose, tls = stream.is_tls(), "session started");
-    Ok(Some(Ready { client: stream, client_buf: buf, upstream, identity, _cancel: cancel }))
+    Ok(Some(Ready {
+        client: stream,
+        client_buf: buf,
+        upstream,
+        identity,
+        _cancel: cancel,
+    }))
 }
 
 async fn forward_cancel(state: &ProxyState, key: (i32, i32)) {
@@ -251,13 +311,22 @@ async fn forward_cancel(state: &ProxyState, key: (i32, i32)) {
         debug!("cancel request with unknown keys ignored");
         return;
     };
-    if let Err(error) = upstream::send_cancel(&state.config.upstream, state.upstream_tls.as_ref(), upstream_key).await {
+    if let Err(error) = upstream::send_cancel(
+        &state.config.upstream,
+        state.upstream_tls.as_ref(),
+        upstream_key,
+    )
+    .await
+    {
         warn!(%error, "forwarding a cancel request failed");
     }
 }
 
 /// Read one typed frame during authentication.
-async fn read_auth_frame(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<BytesMut, PgError> {
+async fn read_auth_frame(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, PgError> {
     loop {
         match take_frame(buf, MAX_AUTH_MESSAGE) {
             Ok(Some((_, frame))) => return Ok(frame),
@@ -265,7 +334,11 @@ async fn read_auth_frame(stream: &mut ClientStream, buf: &mut BytesMut) -> Resul
             Err(e) => return Err(PgError::protocol_violation(e.to_string())),
         }
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return Err(PgError::protocol_violation("connection closed during authentication")),
+            Ok(0) | Err(_) => {
+                return Err(PgError::protocol_violation(
+                    "connection closed during authentication",
+                ))
+            }
             Ok(_) => {}
         }
     }
@@ -274,11 +347,19 @@ async fn read_auth_frame(stream: &mut ClientStream, buf: &mut BytesMut) -> Resul
 /// SCRAM-SHA-256 (or -PLUS over TLS) with the service's verifier. An unknown service runs the
 /// same exchange against a fake verifier so that the answer and its timing do not reveal which
 /// services exist.
-async fn authenticate(state: &ProxyState, stream: &mut ClientStream, buf: &mut BytesMut, name: &str) -> Result<Service, PgError> {
+async fn authenticate(
+    state: &ProxyState,
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+    name: &str,
+) -> Result<Service, PgError> {
     use crate::auth::scram::{dummy_verifier, ScramServer};
     let policy = state.policy.load_full();
     let service = policy.service(name).cloned();
-    let verifier = match service.as_ref().map(|s| crate::auth::secrets::resolve_verifier(&s.credential)) {
+    let verifier = match service
+        .as_ref()
+        .map(|s| crate::auth::secrets::resolve_verifier(&s.credential))
+    {
         Some(Ok(v)) => v,
         Some(Err(error)) => {
             warn!(service = name, %error, "service credential cannot be resolved; refusing");
@@ -293,24 +374,38 @@ async fn authenticate(state: &ProxyState, stream: &mut ClientStream, buf: &mut B
     let mut scram = ScramServer::new(verifier, binding);
     let mut out = BytesMut::new();
     backend::put_auth_sasl(&mut out, scram.mechanisms());
-    stream.write_all(&out).await.map_err(|_| PgError::auth_failed(name))?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|_| PgError::auth_failed(name))?;
 
     let first = read_auth_frame(stream, buf).await?;
-    let (mechanism, data) = sasl_initial_response(&first).ok_or_else(|| PgError::protocol_violation("invalid SASLInitialResponse"))?;
-    let server_first = scram.client_first(mechanism, data).map_err(|_| PgError::auth_failed(name))?;
+    let (mechanism, data) = sasl_initial_response(&first)
+        .ok_or_else(|| PgError::protocol_violation("invalid SASLInitialResponse"))?;
+    let server_first = scram
+        .client_first(mechanism, data)
+        .map_err(|_| PgError::auth_failed(name))?;
     out.clear();
     backend::put_auth_sasl_continue(&mut out, &server_first);
-    stream.write_all(&out).await.map_err(|_| PgError::auth_failed(name))?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|_| PgError::auth_failed(name))?;
 
     let last = read_auth_frame(stream, buf).await?;
     if last[0] != b'p' {
         return Err(PgError::protocol_violation("expected SASLResponse"));
     }
-    let server_final = scram.client_final(&last[HEADER_LEN..]).map_err(|_| PgError::auth_failed(name))?;
+    let server_final = scram
+        .client_final(&last[HEADER_LEN..])
+        .map_err(|_| PgError::auth_failed(name))?;
     let service = service.ok_or_else(|| PgError::auth_failed(name))?;
     out.clear();
     backend::put_auth_sasl_final(&mut out, &server_final);
-    stream.write_all(&out).await.map_err(|_| PgError::auth_failed(name))?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|_| PgError::auth_failed(name))?;
     Ok(service)
 }
 
@@ -332,12 +427,21 @@ fn sasl_initial_response(frame: &[u8]) -> Option<(&str, &[u8])> {
     }
 }
 
-async fn connect_upstream(state: &ProxyState, service: &Service, request: &StartupRequest) -> Result<UpstreamSession, UpstreamError> {
+async fn connect_upstream(
+    state: &ProxyState,
+    service: &Service,
+    request: &StartupRequest,
+) -> Result<UpstreamSession, UpstreamError> {
     let password = match &service.upstream.password {
         Some(source) => Some(crate::auth::secrets::resolve_password(source)?),
         None => None,
     };
-    let database = state.config.upstream.database.clone().unwrap_or_else(|| request.database.clone());
+    let database = state
+        .config
+        .upstream
+        .database
+        .clone()
+        .unwrap_or_else(|| request.database.clone());
     upstream::connect(
         &state.config.upstream,
         state.upstream_tls.as_ref(),
@@ -364,7 +468,8 @@ struct Shared {
 
 impl Shared {
     fn idle(&self) -> bool {
-        self.status.load(Ordering::Acquire) == backend::STATUS_IDLE && self.outstanding.load(Ordering::Acquire) <= 0
+        self.status.load(Ordering::Acquire) == backend::STATUS_IDLE
+            && self.outstanding.load(Ordering::Acquire) <= 0
     }
 }
 
@@ -379,8 +484,19 @@ enum End {
 }
 
 async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Receiver<bool>) {
-    let Ready { client, client_buf, upstream, identity, _cancel } = ready;
-    let UpstreamSession { stream: upstream_stream, read_buf: upstream_buf, status, .. } = upstream;
+    let Ready {
+        client,
+        client_buf,
+        upstream,
+        identity,
+        _cancel,
+    } = ready;
+    let UpstreamSession {
+        stream: upstream_stream,
+        read_buf: upstream_buf,
+        status,
+        ..
+    } = upstream;
     let shared = Shared {
         substitutions: Mutex::new(VecDeque::new()),
         status: AtomicU8::new(status),
@@ -403,7 +519,9 @@ async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Recei
     };
     let fatal = match &end {
         End::Fatal(error) => Some(error.clone()),
-        End::UpstreamGone => Some(PgError::upstream_unavailable("the connection to the upstream database was lost")),
+        End::UpstreamGone => Some(PgError::upstream_unavailable(
+            "the connection to the upstream database was lost",
+        )),
         End::ClientTerminated | End::ClientGone => None,
     };
     if let Some(error) = fatal {
@@ -519,7 +637,11 @@ impl ClientToUpstream<'_> {
                         Verdict::Block(error) => self.block_query(error),
                     },
                     Err(FrontendError::NotUtf8) => self.block_query(not_utf8()),
-                    Err(FrontendError::Malformed) => return Some(End::Fatal(PgError::protocol_violation("invalid Query message"))),
+                    Err(FrontendError::Malformed) => {
+                        return Some(End::Fatal(PgError::protocol_violation(
+                            "invalid Query message",
+                        )))
+                    }
                 }
             }
             b'P' => match parse_message(&frame) {
@@ -538,17 +660,27 @@ impl ClientToUpstream<'_> {
                     body.extend_from_slice(marker.as_bytes());
                     body.extend_from_slice(b"\0");
                     let mut stand_in = BytesMut::new();
-                    put_frame(&mut stand_in, b'P', &[b"\0".as_slice(), &body, &[0, 0]].concat());
+                    put_frame(
+                        &mut stand_in,
+                        b'P',
+                        &[b"\0".as_slice(), &body, &[0, 0]].concat(),
+                    );
                     self.out.extend_from_slice(&stand_in);
                 }
-                Err(FrontendError::Malformed) => return Some(End::Fatal(PgError::protocol_violation("invalid Parse message"))),
+                Err(FrontendError::Malformed) => {
+                    return Some(End::Fatal(PgError::protocol_violation(
+                        "invalid Parse message",
+                    )))
+                }
             },
             b'S' => {
                 self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
                 self.out.extend_from_slice(&frame);
             }
             // Bind, Close, Describe, Execute, Flush and COPY sub-protocol data carry no SQL.
-            b'B' | b'C' | b'D' | b'E' | b'H' | b'd' | b'c' | b'f' => self.out.extend_from_slice(&frame),
+            b'B' | b'C' | b'D' | b'E' | b'H' | b'd' | b'c' | b'f' => {
+                self.out.extend_from_slice(&frame)
+            }
             b'F' => {
                 // FunctionCall bypasses SQL entirely. Refuse it through a stand-in so the
                 // transaction and ReadyForQuery behave as for any failed statement.
@@ -563,7 +695,9 @@ impl ClientToUpstream<'_> {
                 return Some(End::ClientTerminated);
             }
             other => {
-                return Some(End::Fatal(PgError::protocol_violation(format!("invalid frontend message type {other}"))));
+                return Some(End::Fatal(PgError::protocol_violation(format!(
+                    "invalid frontend message type {other}"
+                ))));
             }
         }
         None
@@ -602,7 +736,10 @@ impl ClientToUpstream<'_> {
 }
 
 fn not_utf8() -> PgError {
-    PgError::error(sqlstate::CHARACTER_NOT_IN_REPERTOIRE, "statement text is not valid UTF-8")
+    PgError::error(
+        sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+        "statement text is not valid UTF-8",
+    )
 }
 
 fn verdict_kind(verdict: &Verdict) -> &'static str {
@@ -623,7 +760,12 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// The upstream-to-client direction. Bytes are forwarded in the chunks they arrive in; only
 /// frame headers are parsed, plus `ReadyForQuery` (status) and, while a block is pending, whole
 /// `ErrorResponse` frames (to replace a stand-in's syntax error by the block's error).
-async fn upstream_to_client<R, W>(upstream: &mut R, client: &mut W, mut buf: BytesMut, shared: &Shared) -> End
+async fn upstream_to_client<R, W>(
+    upstream: &mut R,
+    client: &mut W,
+    mut buf: BytesMut,
+    shared: &Shared,
+) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -653,7 +795,9 @@ where
             }
             let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
             if len < 4 {
-                return End::Fatal(PgError::upstream_unavailable("the upstream database sent a malformed message"));
+                return End::Fatal(PgError::upstream_unavailable(
+                    "the upstream database sent a malformed message",
+                ));
             }
             let frame_len = len as usize + 1;
             match rest[0] {
@@ -715,7 +859,11 @@ fn can_progress(buf: &[u8], passthrough: usize) -> bool {
 }
 
 fn has_pending(shared: &Shared) -> bool {
-    shared.substitutions.lock().map(|s| !s.is_empty()).unwrap_or(false)
+    shared
+        .substitutions
+        .lock()
+        .map(|s| !s.is_empty())
+        .unwrap_or(false)
 }
 
 /// If `frame` is the upstream's error for a pending stand-in, remove it (and any older
@@ -723,7 +871,9 @@ fn has_pending(shared: &Shared) -> bool {
 fn take_substitution(shared: &Shared, frame: &[u8]) -> Option<PgError> {
     let message = error_field(frame, b'M')?;
     let mut subs = shared.substitutions.lock().ok()?;
-    let index = subs.iter().position(|(marker, _)| message.contains(marker.as_str()))?;
+    let index = subs
+        .iter()
+        .position(|(marker, _)| message.contains(marker.as_str()))?;
     subs.drain(..index);
     subs.pop_front().map(|(_, error)| error)
 }
@@ -736,7 +886,10 @@ mod tests {
     fn sasl_initial_response_layout() {
         let mut frame = BytesMut::new();
         put_frame(&mut frame, b'p', b"SCRAM-SHA-256\0\x00\x00\x00\x03abc");
-        assert_eq!(sasl_initial_response(&frame), Some(("SCRAM-SHA-256", b"abc".as_slice())));
+        assert_eq!(
+            sasl_initial_response(&frame),
+            Some(("SCRAM-SHA-256", b"abc".as_slice()))
+        );
         let mut bad = BytesMut::new();
         put_frame(&mut bad, b'p', b"SCRAM-SHA-256\0\x00\x00\x00\x09abc");
         assert_eq!(sasl_initial_response(&bad), None);
@@ -746,8 +899,14 @@ mod tests {
     fn stand_in_errors_are_replaced_and_skipped_ones_dropped() {
         let shared = Shared {
             substitutions: Mutex::new(VecDeque::from(vec![
-                ("pgpurpose_blocked_00_1".to_owned(), PgError::forbidden("first")),
-                ("pgpurpose_blocked_00_2".to_owned(), PgError::forbidden("second")),
+                (
+                    "pgpurpose_blocked_00_1".to_owned(),
+                    PgError::forbidden("first"),
+                ),
+                (
+                    "pgpurpose_blocked_00_2".to_owned(),
+                    PgError::forbidden("second"),
+                ),
             ])),
             status: AtomicU8::new(b'I'),
             outstanding: AtomicI64::new(0),
@@ -755,8 +914,15 @@ mod tests {
         };
         let unrelated = PgError::error("22012", "division by zero").to_frame();
         assert_eq!(take_substitution(&shared, &unrelated), None);
-        let upstream = PgError::error("42601", "syntax error at or near \"pgpurpose_blocked_00_2\"").to_frame();
-        assert_eq!(take_substitution(&shared, &upstream).map(|e| e.message), Some("second".to_owned()));
+        let upstream = PgError::error(
+            "42601",
+            "syntax error at or near \"pgpurpose_blocked_00_2\"",
+        )
+        .to_frame();
+        assert_eq!(
+            take_substitution(&shared, &upstream).map(|e| e.message),
+            Some("second".to_owned())
+        );
         assert!(!has_pending(&shared));
     }
 }

@@ -15,7 +15,10 @@ use crate::config::{ClientTlsConfig, UpstreamConfig, UpstreamTls};
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} holds no {what}")]
     Missing { path: String, what: &'static str },
     #[error("TLS configuration rejected: {0}")]
@@ -36,21 +39,39 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let data = std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+    let data = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Missing { path: path.display().to_string(), what: "certificate" });
+        return Err(TlsError::Missing {
+            path: path.display().to_string(),
+            what: "certificate",
+        });
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+    let data = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?
-        .ok_or_else(|| TlsError::Missing { path: path.display().to_string(), what: "private key" })
+        .map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::Missing {
+            path: path.display().to_string(),
+            what: "private key",
+        })
 }
 
 pub fn client_tls(config: &ClientTlsConfig) -> Result<ClientTls, TlsError> {
@@ -61,12 +82,17 @@ pub fn client_tls(config: &ClientTlsConfig) -> Result<ClientTls, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    Ok(ClientTls { acceptor: TlsAcceptor::from(Arc::new(server)), server_end_point, required: config.required })
+    Ok(ClientTls {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        server_end_point,
+        required: config.required,
+    })
 }
 
 /// The connector for upstream TLS, or `None` when TLS to the upstream is disabled.
 pub fn upstream_connector(config: &UpstreamConfig) -> Result<Option<TlsConnector>, TlsError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let client = match config.tls {
         UpstreamTls::Disable => return Ok(None),
         UpstreamTls::Prefer | UpstreamTls::Require => builder
@@ -111,7 +137,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -120,7 +151,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -22,12 +22,18 @@ const MAX_STARTUP_FRAME: usize = 1 << 20;
 
 /// Settings every upstream session is pinned to (DESIGN.md, "Session settings change what
 /// bytes mean"): literals and identifiers must mean to Postgres what they meant to the analyser.
-pub const PINNED_SETTINGS: &[(&str, &str)] = &[("client_encoding", "UTF8"), ("standard_conforming_strings", "on")];
+pub const PINNED_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+];
 
 #[derive(Debug, Error)]
 pub enum UpstreamError {
     #[error("cannot connect to upstream {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("timed out connecting to upstream {0}")]
     Timeout(String),
     #[error("upstream I/O error: {0}")]
@@ -40,7 +46,11 @@ pub enum UpstreamError {
     Auth(#[from] AuthError),
     /// The server refused the session; the frame is its ErrorResponse, to forward as is.
     #[error("upstream refused the session: {code} {message}")]
-    Refused { code: String, message: String, frame: BytesMut },
+    Refused {
+        code: String,
+        message: String,
+        frame: BytesMut,
+    },
     #[error("upstream sent a malformed or unexpected message during startup")]
     Protocol,
     #[error("upstream closed the connection during startup")]
@@ -59,9 +69,17 @@ pub struct UpstreamSession {
 }
 
 /// The TCP (and, per configuration, TLS) transport to the upstream, before any startup packet.
-pub async fn open_transport(config: &UpstreamConfig, tls: Option<&TlsConnector>) -> Result<UpstreamStream, UpstreamError> {
+pub async fn open_transport(
+    config: &UpstreamConfig,
+    tls: Option<&TlsConnector>,
+) -> Result<UpstreamStream, UpstreamError> {
     let addr = format!("{}:{}", config.host, config.port);
-    let tcp = TcpStream::connect(&addr).await.map_err(|source| UpstreamError::Connect { addr: addr.clone(), source })?;
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
     tcp.set_nodelay(true)?;
     let Some(connector) = tls else {
         return Ok(MaybeTls::Plain(tcp));
@@ -72,9 +90,14 @@ pub async fn open_transport(config: &UpstreamConfig, tls: Option<&TlsConnector>)
     tcp.read_exact(&mut answer).await?;
     match answer[0] {
         b'S' => {
-            let name = rustls::pki_types::ServerName::try_from(config.host.clone())
-                .map_err(|e| UpstreamError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-            let stream = connector.connect(name, tcp).await.map_err(UpstreamError::Tls)?;
+            let name =
+                rustls::pki_types::ServerName::try_from(config.host.clone()).map_err(|e| {
+                    UpstreamError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(UpstreamError::Tls)?;
             Ok(MaybeTls::Tls(Box::new(stream)))
         }
         b'N' if config.tls == UpstreamTls::Prefer => Ok(MaybeTls::Plain(tcp)),
@@ -94,7 +117,12 @@ pub async fn connect(
 ) -> Result<UpstreamSession, UpstreamError> {
     let addr = format!("{}:{}", config.host, config.port);
     let timeout = Duration::from_millis(config.connect_timeout_ms);
-    match tokio::time::timeout(timeout, connect_inner(config, tls, role, password, database, client_params)).await {
+    match tokio::time::timeout(
+        timeout,
+        connect_inner(config, tls, role, password, database, client_params),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(UpstreamError::Timeout(addr)),
     }
@@ -116,12 +144,21 @@ async fn connect_inner(
 
     let mut read_buf = BytesMut::with_capacity(8192);
     let binding = channel_binding(&stream);
-    crate::auth::upstream::authenticate_upstream(&mut stream, &mut read_buf, role, password, binding).await?;
+    crate::auth::upstream::authenticate_upstream(
+        &mut stream,
+        &mut read_buf,
+        role,
+        password,
+        binding,
+    )
+    .await?;
 
     let mut greeting = BytesMut::new();
     let mut backend_key = None;
     loop {
-        let frame = match take_frame(&mut read_buf, MAX_STARTUP_FRAME).map_err(|_| UpstreamError::Protocol)? {
+        let frame = match take_frame(&mut read_buf, MAX_STARTUP_FRAME)
+            .map_err(|_| UpstreamError::Protocol)?
+        {
             Some((_, frame)) => frame,
             None => {
                 if stream.read_buf(&mut read_buf).await? == 0 {
@@ -139,7 +176,13 @@ async fn connect_inner(
             }
             b'Z' if frame.len() == 6 => {
                 let backend_key = backend_key.ok_or(UpstreamError::Protocol)?;
-                return Ok(UpstreamSession { stream, read_buf, greeting, backend_key, status: frame[5] });
+                return Ok(UpstreamSession {
+                    stream,
+                    read_buf,
+                    greeting,
+                    backend_key,
+                    status: frame[5],
+                });
             }
             b'E' => {
                 return Err(UpstreamError::Refused {
@@ -158,7 +201,11 @@ fn channel_binding(stream: &UpstreamStream) -> crate::auth::upstream::UpstreamCh
     match stream {
         MaybeTls::Tls(tls) => {
             let (_, conn) = tls.get_ref();
-            match conn.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::auth::scram::tls_server_end_point(c)) {
+            match conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::auth::scram::tls_server_end_point(c))
+            {
                 Some(data) => UpstreamChannelBinding::Prefer(data),
                 None => UpstreamChannelBinding::Disabled,
             }
@@ -169,7 +216,11 @@ fn channel_binding(stream: &UpstreamStream) -> crate::auth::upstream::UpstreamCh
 
 /// Forward a cancel to the upstream with the upstream's keys. Best effort, as in Postgres:
 /// the client never gets an answer.
-pub async fn send_cancel(config: &UpstreamConfig, tls: Option<&TlsConnector>, key: (i32, i32)) -> Result<(), UpstreamError> {
+pub async fn send_cancel(
+    config: &UpstreamConfig,
+    tls: Option<&TlsConnector>,
+    key: (i32, i32),
+) -> Result<(), UpstreamError> {
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     let work = async {
         let mut stream = open_transport(config, tls).await?;
@@ -181,5 +232,7 @@ pub async fn send_cancel(config: &UpstreamConfig, tls: Option<&TlsConnector>, ke
         let _ = stream.read(&mut sink).await;
         Ok(())
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| UpstreamError::Timeout(config.host.clone()))?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| UpstreamError::Timeout(config.host.clone()))?
 }
