@@ -171,6 +171,14 @@ mod tests {
             from_json(path, &other),
             Err(CatalogError::Format { .. })
         ));
+        let json = to_json(&catalog).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let rel = value["relations"][0].clone();
+        value["relations"].as_array_mut().unwrap().push(rel);
+        assert!(matches!(
+            from_json(path, &value.to_string()),
+            Err(CatalogError::Format { message, .. }) if message.contains("appears twice")
+        ));
         assert!(matches!(
             from_json(path, "{\"format\": 1}"),
             Err(CatalogError::Json { .. })
