@@ -3,7 +3,7 @@
 //! This module owns the first line of defence against parser differentials (DESIGN.md, "Known
 //! traps"): the decision engine parses SQL with sqlparser, but Postgres executes what *its*
 //! scanner reads. [`lex`] therefore tokenizes every statement twice, with sqlparser's tokenizer
-//! (PostgreSQL dialect, the same configuration the parser uses) and with [`pgscan`], a
+//! (PostgreSQL dialect, the same configuration the parser uses) and with `pgscan`, a
 //! re-implementation of Postgres 15's `scan.l` for the pinned settings
 //! (`standard_conforming_strings = on`, UTF-8). The two must agree on every token's boundaries,
 //! class and literal value; any difference, and every construct whose reading we cannot be

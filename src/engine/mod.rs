@@ -2,4 +2,5 @@
 //! parsing, resolution, decisions and rewrites). No I/O happens under this module.
 
 pub mod lexing;
+pub mod pinned;
 pub mod shape;
