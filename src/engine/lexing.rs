@@ -18,6 +18,8 @@
 //! Errors never carry literal text: only byte offsets and the kind of construct (security
 //! rule 8).
 
+#[cfg(test)]
+mod pg_differential;
 mod pgscan;
 #[cfg(test)]
 mod tests;
@@ -121,6 +123,8 @@ pub enum Construct {
     InvalidEscape,
     /// `""`
     ZeroLengthIdentifier,
+    /// A dollar-quote tag longer than 63 bytes (bounds the cost of finding its end).
+    LongDollarTag,
     /// An operator of 64 characters or more.
     OperatorTooLong,
     /// A character Postgres does not accept outside literals (`{`, `}`, vertical tab, controls).
@@ -140,6 +144,7 @@ impl fmt::Display for Construct {
             Construct::DotDot => "'..'",
             Construct::InvalidEscape => "invalid escape in E'...' string",
             Construct::ZeroLengthIdentifier => "zero-length quoted identifier",
+            Construct::LongDollarTag => "dollar-quote tag longer than 63 bytes",
             Construct::OperatorTooLong => "operator too long",
             Construct::OtherCharacter => "character not valid in SQL",
         })

@@ -211,9 +211,12 @@ pub fn redact_unlexable(sql: &str) -> String {
                 .iter()
                 .position(|&x| !(x.is_ascii_alphanumeric() || x == b'_' || x >= 0x80))
                 .map_or(b.len(), |p| i + 1 + p);
-            if b.get(tag_end) == Some(&b'$') {
+            if b.get(tag_end) == Some(&b'$') && tag_end - i <= 64 {
                 let delim = &b[i..=tag_end];
                 i = skip_to(b, tag_end + 1, delim);
+            } else if b.get(tag_end) == Some(&b'$') {
+                // Over-long tag: treat the rest as quoted (keeps this linear).
+                i = b.len();
             } else {
                 i = tag_end;
             }

@@ -355,6 +355,11 @@ fn scan_dollar(b: &[u8], start: usize) -> Result<(TokKind, usize), LexError> {
         // dolqfailed, or a lone `$`: Postgres returns `$` as a character the grammar rejects.
         return Err(rejected(start, Construct::Dollar));
     }
+    // Searching for the closing delimiter is O(body * tag); long tags would let one statement
+    // cost quadratic time here and in sqlparser. Postgres accepts them, nobody needs them.
+    if j - start - 1 > MAX_IDENTIFIER_BYTES {
+        return Err(rejected(start, Construct::LongDollarTag));
+    }
     let delim = &b[start..=j];
     let body = j + 1;
     match find(&b[body..], delim) {
@@ -418,12 +423,23 @@ fn scan_number(b: &[u8], start: usize) -> Result<usize, LexError> {
         while at(b, k).is_ascii_digit() {
             k += 1;
         }
+        // Postgres's junk rules are `{number}{identifier}`, and an unsigned exponent is itself
+        // the start of an identifier (`e3$`): `1e3$1` and `1e3$$x$$` are "trailing junk"
+        // because that match is longer than `{real}`.
+        if k == j + 1 + count_digits(b, j + 1) && is_ident_cont(at(b, k)) {
+            return Err(rejected(start, Construct::NumericJunk));
+        }
         j = k;
     }
     if is_ident_start(at(b, j)) {
         return Err(rejected(start, Construct::NumericJunk));
     }
     Ok(j)
+}
+
+fn count_digits(b: &[u8], from: usize) -> usize {
+    b.get(from..)
+        .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count())
 }
 
 /// The `{operator}` rule: a run of op chars, cut at an embedded comment start, with trailing

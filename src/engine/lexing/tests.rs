@@ -92,6 +92,9 @@ fn accepted_token_streams() {
         ("SELECT\x0c1", &[(W, "SELECT"), (N, "1")]),
         // `'a' 'b'` on one line is two tokens to both (Postgres: syntax error).
         ("'a' 'b'", &[(S, "'a'"), (S, "'b'")]),
+        // A signed exponent cannot continue an identifier, and `1$` is not junk: Postgres
+        // reads `1e+3` `$1` and `1` `$1` here (then: syntax error).
+        ("1e+3$1 1$1", &[(N, "1e+3"), (P, "$1"), (N, "1"), (P, "$1")]),
         // A block comment breaks string continuation in Postgres (then: syntax error).
         ("'a' /* c */\n'b'", &[(S, "'a'"), (S, "'b'")]),
     ];
@@ -109,6 +112,8 @@ fn spans_are_byte_offsets() {
         ("SELECT\r\n'é',\r\n  \"naïve\"\r\nFROM t", &["SELECT", "'é'", ",", "\"naïve\"", "FROM", "t"]),
         ("SELECT 日本, 'ü'||x FROM \"表\"", &["SELECT", "日本", ",", "'ü'", "||", "x", "FROM", "\"表\""]),
         ("SELECT\r1\r\r2", &["SELECT", "1", "2"]),
+        // A `--` comment ends at a lone CR in both readings.
+        ("SELECT 1 -- c\r, x", &["SELECT", "1", ",", "x"]),
         ("\tSELECT\t$$é\r\nü$$ , E'\\n€'", &["SELECT", "$$é\r\nü$$", ",", "E'\\n€'"]),
         ("/* é\r\n */ 'a\r\nb' -- ü\r\n x", &["'a\r\nb'", "x"]),
         ("SELECT 'x' -- é\n, 😀y", &["SELECT", "'x'", ",", "😀y"]),
@@ -192,6 +197,12 @@ fn rejected_constructs() {
         ("SELECT 1e+", NumericJunk),
         ("SELECT 1.5e", NumericJunk),
         ("SELECT 1e5x", NumericJunk),
+        // Found by the differential test: Postgres's junk rules are `{number}{identifier}` and
+        // `e3$` is an identifier, so `1e3$1` and `1e3$$c$$` are junk (not 1e3 then $1 / $$c$$).
+        ("SELECT 1e3$1", NumericJunk),
+        ("SELECT 1e3$$c$$", NumericJunk),
+        ("SELECT 1.5e3$", NumericJunk),
+        ("SELECT 1e$", NumericJunk),
         // Postgres: "trailing junk after parameter".
         ("SELECT $1a", ParameterJunk),
         // Postgres: syntax error at "$"; sqlparser: placeholder `$abc` or a dollar quote `$1$`.
@@ -329,6 +340,13 @@ fn long_identifiers() {
     assert_eq!(toks(&quoted)[0].0, Q);
     // (`+` runs are split into single `+` operators, so use `~`.)
     assert_eq!(rejected(&"~".repeat(64)), Construct::OperatorTooLong);
+    let tag63 = "t".repeat(63);
+    assert_eq!(toks(&format!("${tag63}$x${tag63}$"))[0].0, D);
+    let tag64 = "t".repeat(64);
+    assert_eq!(
+        rejected(&format!("${tag64}$x${tag64}$")),
+        Construct::LongDollarTag
+    );
     assert_eq!(toks(&"~".repeat(63)).len(), 1);
 }
 

@@ -206,3 +206,13 @@ fn shape_speed() {
         l.len()
     );
 }
+
+#[test]
+fn redaction_of_long_dollar_tags() {
+    let tag = "t".repeat(70);
+    let sql = format!("SELECT ${tag}$ jane.doe@example.com ${tag}$");
+    assert!(lex(&sql).is_err());
+    let out = normalize_for_log(&sql);
+    assert_no_secret(&out, &sql);
+    assert_eq!(out, "select ?");
+}
