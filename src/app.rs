@@ -106,5 +106,5 @@ async fn build_interceptor(
     _config: &Config,
     _policy: &crate::policy::CompiledPolicy,
 ) -> Result<Arc<dyn Interceptor>, AppError> {
-    Ok(Arc::new(crate::intercept::RecordingInterceptor::default()))
+    Ok(Arc::new(crate::intercept::PinnedSettingsGuard))
 }

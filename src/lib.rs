@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod intercept;
 pub mod localpg;
