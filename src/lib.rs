@@ -12,6 +12,7 @@
 //! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
 //! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
 
+pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod intercept;
