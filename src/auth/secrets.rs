@@ -222,7 +222,7 @@ mod tests {
         let err = resolve_verifier(&SecretSource::File(empty.path().into())).unwrap_err();
         assert!(matches!(err, AuthError::SecretEmpty(_)), "{err:?}");
 
-        let md5 = file_with("md5d2d3d26f5c1a9c3c8d3d26f5c1a9c3c8f\n");
+        let md5 = file_with("md5d2d3d26f5c1a9c3c8d3d26f5c1a9c3c8\n");
         let err = resolve_verifier(&SecretSource::File(md5.path().into())).unwrap_err();
         assert!(
             matches!(err, AuthError::Md5SecretNotSupported(_)),
