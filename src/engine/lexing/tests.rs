@@ -520,6 +520,25 @@ fn apply_edits_applies_to_same_shape() {
 }
 
 #[test]
+fn edits_on_one_statement() {
+    let sql = "SELECT a FROM t; SELECT phone FROM users -- c\n;";
+    let l = lex(sql).expect("lexes");
+    let parts = split_statements(&l);
+    assert_eq!(parts, vec![0..4, 5..9]);
+    let second = l.sub(parts[1].clone());
+    assert_eq!(second.text(1), "phone");
+    let out = apply_edits(
+        &second,
+        &[edit(1, 2, "NULL AS phone"), edit(4, 4, "WHERE opted_in")],
+    )
+    .expect("valid");
+    assert_eq!(
+        out,
+        "SELECT a FROM t; SELECT NULL AS phone FROM users WHERE opted_in -- c\n;"
+    );
+}
+
+#[test]
 fn apply_edits_rejects_bad_lists() {
     let l = lex("SELECT a, b").expect("lexes");
     for bad in [
