@@ -117,6 +117,11 @@ fn spans_are_byte_offsets() {
         ("\tSELECT\t$$é\r\nü$$ , E'\\n€'", &["SELECT", "$$é\r\nü$$", ",", "E'\\n€'"]),
         ("/* é\r\n */ 'a\r\nb' -- ü\r\n x", &["'a\r\nb'", "x"]),
         ("SELECT 'x' -- é\n, 😀y", &["SELECT", "'x'", ",", "😀y"]),
+        // Every token kind after multi-byte text.
+        ("SELECT é,\"ü\",'ö',E'ä\\'',N'ß',B'1',X'f',$ü$ä$ü$,$1,1.5e3,ö::text;ö<->ü",
+         &["SELECT", "é", ",", "\"ü\"", ",", "'ö'", ",", "E'ä\\''", ",", "N'ß'", ",", "B'1'", ",",
+           "X'f'", ",", "$ü$ä$ü$", ",", "$1", ",", "1.5e3", ",", "ö", "::", "text", ";", "ö",
+           "<->", "ü"]),
         // Non-ASCII whitespace is an identifier character in Postgres (every byte >= 0x80 is).
         ("SELECT\u{a0}1", &["SELECT\u{a0}1"]),
     ];
