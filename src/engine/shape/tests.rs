@@ -213,10 +213,13 @@ fn shape_speed() {
     });
     let l = lex(sql).expect("lexes");
     let (shape_only, _) = measure(&|| shape(&l).text.len());
+    let (pinned, _) =
+        measure(&|| usize::from(crate::engine::pinned::check_pinned_settings(&l).is_ok()));
     println!(
         "shape_speed (ns/op, fastest/median batch): {} bytes, {} tokens: lex+shape {full}; lex {lex_only} \
          (sqlparser tokenizer {sp_only}, Postgres-rules scan {pg_only}); \
-         shape alone {shape_only}; Postgres-rules scan + shape {proposed}",
+         shape alone {shape_only}; Postgres-rules scan + shape {proposed}; \
+         check_pinned_settings {pinned}",
         sql.len(),
         l.len()
     );
