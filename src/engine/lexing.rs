@@ -520,6 +520,17 @@ impl<'a> Lexed<'a> {
         }
     }
 
+    /// The tokens `range` (e.g. one statement from [`split_statements`]) as a `Lexed` of their
+    /// own, for per-statement shapes and edits. Spans stay offsets into the whole text:
+    /// [`apply_edits`] on the part returns the whole text with that part edited (an insertion
+    /// at the part's end goes before its `;`).
+    pub fn sub(&self, range: Range<usize>) -> Lexed<'a> {
+        Lexed {
+            sql: self.sql,
+            tokens: self.tokens.get(range).unwrap_or_default().to_vec(),
+        }
+    }
+
     /// Byte offset of a sqlparser [`Location`] (as found in AST spans) in this statement.
     pub fn byte_offset(&self, loc: Location) -> Option<usize> {
         LocCursor::new(self.sql).advance_to(loc)

@@ -141,6 +141,15 @@ fn is_ident(lexed: &Lexed, i: usize) -> bool {
     matches!(lexed.kind(i), Some(TokKind::Word | TokKind::QuotedIdent))
 }
 
+/// An identifier's name without case folding: a word as written, a quoted identifier dequoted.
+fn unfolded_name<'a>(lexed: &Lexed<'a>, i: usize) -> Option<std::borrow::Cow<'a, str>> {
+    match lexed.kind(i)? {
+        TokKind::Word => Some(std::borrow::Cow::Borrowed(lexed.text(i))),
+        TokKind::QuotedIdent => lexed.ident_value(i),
+        _ => None,
+    }
+}
+
 /// Identifier `i` denotes `name`, compared case-insensitively (fail closed: also catches
 /// `"SET_CONFIG"`, which Postgres would not resolve to the function).
 fn ident_is(lexed: &Lexed, i: usize, name: &str) -> bool {
@@ -161,7 +170,9 @@ fn check_statement(lexed: &Lexed, s: usize, e: usize) -> Result<(), PinnedSettin
         let offset = lexed.tokens[i].start;
         match lexed.tokens[i].kind {
             TokKind::Word | TokKind::QuotedIdent => {
-                let Some(name) = lexed.ident_value(i) else {
+                // Every comparison below ignores ASCII case, so the unfolded name will do (and
+                // saves an allocation per upper-case keyword).
+                let Some(name) = unfolded_name(lexed, i) else {
                     continue;
                 };
                 if let Some(param) = pinned_name(&name) {
@@ -184,7 +195,7 @@ fn check_statement(lexed: &Lexed, s: usize, e: usize) -> Result<(), PinnedSettin
                     });
                 }
                 if lexed.kind(i) == Some(TokKind::Word)
-                    && name == "names"
+                    && name.eq_ignore_ascii_case("names")
                     && is_set_names(lexed, s, e, i)
                 {
                     return Err(PinnedSettingError::Pinned {
@@ -203,7 +214,7 @@ fn check_statement(lexed: &Lexed, s: usize, e: usize) -> Result<(), PinnedSettin
                 if lexed.kind(i) == Some(TokKind::Word)
                     && ["update", "insert", "delete", "merge", "create", "alter"]
                         .iter()
-                        .any(|w| name == *w)
+                        .any(|w| name.eq_ignore_ascii_case(w))
                 {
                     writes = true;
                 }

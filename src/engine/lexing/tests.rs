@@ -117,6 +117,11 @@ fn spans_are_byte_offsets() {
         ("\tSELECT\t$$é\r\nü$$ , E'\\n€'", &["SELECT", "$$é\r\nü$$", ",", "E'\\n€'"]),
         ("/* é\r\n */ 'a\r\nb' -- ü\r\n x", &["'a\r\nb'", "x"]),
         ("SELECT 'x' -- é\n, 😀y", &["SELECT", "'x'", ",", "😀y"]),
+        // Every token kind after multi-byte text.
+        ("SELECT é,\"ü\",'ö',E'ä\\'',N'ß',B'1',X'f',$ü$ä$ü$,$1,1.5e3,ö::text;ö<->ü",
+         &["SELECT", "é", ",", "\"ü\"", ",", "'ö'", ",", "E'ä\\''", ",", "N'ß'", ",", "B'1'", ",",
+           "X'f'", ",", "$ü$ä$ü$", ",", "$1", ",", "1.5e3", ",", "ö", "::", "text", ";", "ö",
+           "<->", "ü"]),
         // Non-ASCII whitespace is an identifier character in Postgres (every byte >= 0x80 is).
         ("SELECT\u{a0}1", &["SELECT\u{a0}1"]),
     ];
@@ -516,6 +521,25 @@ fn apply_edits_applies_to_same_shape() {
     assert_eq!(
         apply_edits(&lb, &edits).expect("valid"),
         "select NULL::text AS phone\nfrom users where id = 'x''y'  -- c"
+    );
+}
+
+#[test]
+fn edits_on_one_statement() {
+    let sql = "SELECT a FROM t; SELECT phone FROM users -- c\n;";
+    let l = lex(sql).expect("lexes");
+    let parts = split_statements(&l);
+    assert_eq!(parts, vec![0..4, 5..9]);
+    let second = l.sub(parts[1].clone());
+    assert_eq!(second.text(1), "phone");
+    let out = apply_edits(
+        &second,
+        &[edit(1, 2, "NULL AS phone"), edit(4, 4, "WHERE opted_in")],
+    )
+    .expect("valid");
+    assert_eq!(
+        out,
+        "SELECT a FROM t; SELECT NULL AS phone FROM users WHERE opted_in -- c\n;"
     );
 }
 
