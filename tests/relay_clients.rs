@@ -97,12 +97,21 @@ fn assert_success(what: &str, out: &Output) {
 /// `psql` through the proxy as [`SERVICE`], with `ON_ERROR_STOP` and unaligned tuples-only output.
 fn psql_via_proxy(pg: &LocalCluster, port: u16) -> Command {
     let mut cmd = Command::new(pg.bin("psql"));
-    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-U", SERVICE.name, "-d", APP_DB])
-        .env("PGPASSWORD", SERVICE.password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGOPTIONS")
-        .env_remove("PGSSLMODE");
+    cmd.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+    ])
+    .args(["-p", &port.to_string(), "-U", SERVICE.name, "-d", APP_DB])
+    .env("PGPASSWORD", SERVICE.password)
+    .env("PGCONNECT_TIMEOUT", "10")
+    .env_remove("PGOPTIONS")
+    .env_remove("PGSSLMODE");
     cmd
 }
 
@@ -116,10 +125,13 @@ fn psql_queries_copy_and_errors() {
     let out = psql_via_proxy(pg, port)
         .args(["-c", "select count(*) from psql_smoke"])
         .args(["-c", "select t from psql_smoke where id = 3"])
+        .args(["-c", "select current_user"])
         .output()
         .unwrap();
     assert_success("psql -c", &out);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "10\nrow 3\n");
+    // current_user: the proxy authenticated the service and connected as its upstream role.
+    let expected = format!("10\nrow 3\n{}\n", SERVICE.upstream_role);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 
     // \copy out (COPY TO STDOUT under the hood).
     let out = psql_via_proxy(pg, port)
