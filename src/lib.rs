@@ -13,6 +13,7 @@
 //! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
 
 pub mod catalog;
+pub mod engine;
 pub mod error;
 pub mod intercept;
 pub mod policy;
