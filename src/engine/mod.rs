@@ -14,8 +14,10 @@
 pub mod analyse;
 pub mod decide;
 pub mod lexing;
+pub mod pinned;
 pub mod report;
 pub mod rewrite;
+pub mod shape;
 
 pub use report::{
     Clause, ColumnUse, Decision, MaskedColumn, Report, RowFilterApplied, Rule, StatementReport,
@@ -183,6 +185,15 @@ fn decide_inner(
     if let Err(why) = check_token_runs(&lexed) {
         return unanalysable(why, report);
     }
+    if let Err(e) = pinned::check_pinned_settings(&lexed) {
+        let mut st = StatementReport::new("UNKNOWN");
+        st.rule = Rule::Refused(e.to_string());
+        report.statements.push(st);
+        return blocked(
+            PgError::forbidden(format!("purpose policy refuses this statement: {e}")),
+            report,
+        );
+    }
     let env = Env {
         catalog,
         policy,
@@ -271,7 +282,11 @@ fn decide_inner(
     if !verify {
         return unanalysable("a rewritten statement needed another rewrite", report);
     }
-    let new_sql = lexing::apply_edits(&lexed, &edits);
+    edits.sort_by_key(|e| (e.start_tok, e.end_tok));
+    let new_sql = match lexing::apply_edits(&lexed, &edits) {
+        Ok(s) => s,
+        Err(e) => return unanalysable(format!("rewrite failed: {e}"), report),
+    };
     match decide_inner(&new_sql, catalog, policy, session, false) {
         Decision::Allow(check) => {
             let names_before: Vec<&Vec<String>> =

@@ -100,7 +100,8 @@ pub fn inline_view(v: &ViewInfo, env: &Env<'_>) -> Result<String, RewriteError> 
         });
     }
     check_overlap(&mut edits)?;
-    Ok(lexing::apply_edits(&lexed, &edits))
+    lexing::apply_edits(&lexed, &edits)
+        .map_err(|e| RewriteError::View(v.name.to_string(), e.to_string()))
 }
 
 fn check_overlap(edits: &mut [Edit]) -> Result<(), RewriteError> {
