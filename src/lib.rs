@@ -12,8 +12,15 @@
 //! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
 //! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
 
+pub mod app;
+pub mod auth;
 pub mod catalog;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod intercept;
+pub mod localpg;
 pub mod policy;
+pub mod protocol;
+pub mod quickstart;
+pub mod relay;

@@ -8,6 +8,9 @@
 
 use std::collections::BTreeMap;
 
+pub mod load;
+pub mod snapshot_file;
+
 use serde::{Deserialize, Serialize};
 
 /// `schema.name` of a relation, as stored in `pg_class`/`pg_namespace`.

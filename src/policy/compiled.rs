@@ -150,15 +150,70 @@ pub enum ColumnAccess {
     },
 }
 
+/// A place in a policy file: the file and the 1-based line and column of a key.
+/// `line == 0` means the position is not known (only the file is).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceLocation {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl SourceLocation {
+    pub fn new(file: impl Into<PathBuf>, line: usize, column: usize) -> Self {
+        SourceLocation {
+            file: file.into(),
+            line,
+            column,
+        }
+    }
+
+    /// A location naming only the file (no key position known).
+    pub fn file_only(file: impl Into<PathBuf>) -> Self {
+        Self::new(file, 0, 0)
+    }
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}", self.file.display()),
+            (line, 0) => write!(f, "{}:{line}", self.file.display()),
+            (line, column) => write!(f, "{}:{line}:{column}", self.file.display()),
+        }
+    }
+}
+
+/// A policy element that has a place in a policy file, for messages that point back to it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyItem {
+    Purpose(String),
+    Service(String),
+    /// A `tables:` entry.
+    Relation(QualifiedName),
+    /// A column tag inside a `tables:` entry.
+    Column(QualifiedName, String),
+    /// A row filter of a relation for a purpose.
+    RowFilter(QualifiedName, String),
+    /// The `defaults:` section.
+    Defaults,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CompiledPolicy {
     /// Hex hash of the policy files' contents; recorded in every audit record.
     pub version: String,
     pub purposes: BTreeSet<String>,
+    /// What each purpose means, as the policy describes it (for reviewers and the CLI).
+    pub purpose_descriptions: BTreeMap<String, String>,
     pub services: HashMap<String, Service>,
     pub relations: HashMap<QualifiedName, RelationPolicy>,
     pub untagged: UntaggedMode,
     pub output_action: OutputAction,
+    /// Where each element was defined; empty for policies built in code.
+    pub sources: BTreeMap<PolicyItem, SourceLocation>,
+    /// The files the policy was loaded from, in the order they were read.
+    pub files: Vec<PathBuf>,
 }
 
 impl CompiledPolicy {
@@ -168,6 +223,11 @@ impl CompiledPolicy {
 
     pub fn purpose_exists(&self, purpose: &str) -> bool {
         self.purposes.contains(purpose)
+    }
+
+    /// Where `item` was defined, when the policy was loaded from files.
+    pub fn source_of(&self, item: &PolicyItem) -> Option<&SourceLocation> {
+        self.sources.get(item)
     }
 
     /// The purposes tagged on a column: its own tag, else its table's, else `None` (untagged).

@@ -1,0 +1,110 @@
+//! Wiring for the binary's commands: load configuration and policy, build the shared state,
+//! install signal handling, and run the server. Kept out of `main.rs` so it can be tested.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::{Config, ConfigError};
+use crate::intercept::Interceptor;
+use crate::relay::{server, ProxyState};
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::relay::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Install the `tracing` subscriber: human-readable or JSON lines, filtered by `RUST_LOG`
+/// (default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Load the policy directory named by the configuration.
+pub fn load_policy(config: &Config) -> Result<crate::policy::CompiledPolicy, AppError> {
+    crate::policy::load_dir(&config.policies).map_err(|e| AppError::Policy(e.to_string()))
+}
+
+/// `pgpurpose run`: serve until SIGTERM/SIGINT.
+pub async fn run(config_path: &Path) -> Result<(), AppError> {
+    let config = Config::load(config_path)?;
+    serve(config, termination_signal()).await
+}
+
+/// Load the policy, bind the listener and serve until `shutdown` completes, then drain.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let policy = load_policy(&config)?;
+    info!(version = %policy.version, services = policy.services.len(), "policy loaded");
+    let interceptor = build_interceptor(&config, &policy).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    info!(listen = %config.listen, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), "pgpurpose listening");
+    let state = Arc::new(ProxyState::new(config, policy, interceptor)?);
+    server::run(state, listener, shutdown).await;
+    Ok(())
+}
+
+/// The statement interceptor used in production.
+async fn build_interceptor(
+    _config: &Config,
+    _policy: &crate::policy::CompiledPolicy,
+) -> Result<Arc<dyn Interceptor>, AppError> {
+    Ok(Arc::new(crate::intercept::PinnedSettingsGuard))
+}

@@ -1,0 +1,356 @@
+//! The proxy's runtime configuration (`pgpurpose run --config FILE`): where to listen, where
+//! the upstream database is, TLS, limits and the policy directory. Policies themselves (purposes,
+//! services, tags) live in the policy files, not here.
+//!
+//! Every field has a documented default; unknown keys are rejected so a typo cannot silently
+//! leave a limit at its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::policy::SecretSource;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: invalid value for {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Upstream TLS mode, with libpq `sslmode` meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Never use TLS to the upstream.
+    #[default]
+    Disable,
+    /// Use TLS if the server offers it; do not verify the certificate.
+    Prefer,
+    /// Require TLS; do not verify the certificate.
+    Require,
+    /// Require TLS and verify the certificate chain and host name against `ca_file`
+    /// (or the bundled web PKI roots when no file is given).
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host name or IP address of the upstream Postgres. Default `127.0.0.1`.
+    #[serde(default = "default_upstream_host")]
+    pub host: String,
+    /// Default 5432.
+    #[serde(default = "default_upstream_port")]
+    pub port: u16,
+    /// Database to connect to; `None` (default) uses the database the client asked for.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Default `disable`.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// CA certificates (PEM) for `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed to connect and authenticate upstream. Default 10000 ms.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            host: default_upstream_host(),
+            port: default_upstream_port(),
+            database: None,
+            tls: UpstreamTls::default(),
+            ca_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM certificate chain presented to clients.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// Refuse clients that do not negotiate TLS (FATAL 28000). Default false.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// A secret given in configuration: `{env: VAR}` or `{file: PATH}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl From<&SecretRef> for SecretSource {
+    fn from(value: &SecretRef) -> Self {
+        match value {
+            SecretRef::Env(v) => SecretSource::Env(v.clone()),
+            SecretRef::File(p) => SecretSource::File(p.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Role the proxy uses to read the catalog snapshot. Default `postgres`.
+    #[serde(default = "default_catalog_user")]
+    pub user: String,
+    /// Its password, if the server asks for one.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Database whose catalog is read. Default `postgres`.
+    #[serde(default = "default_catalog_database")]
+    pub database: String,
+    /// Seconds between catalog refreshes. Default 60.
+    #[serde(default = "default_refresh_seconds")]
+    pub refresh_seconds: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            user: default_catalog_user(),
+            password: None,
+            database: default_catalog_database(),
+            refresh_seconds: default_refresh_seconds(),
+        }
+    }
+}
+
+/// Bounds on resources a client can make the proxy spend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent client connections; further clients get FATAL 53300. Default 1000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest frontend message accepted (Query, Parse, CopyData, ...). Default 64 MiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Time allowed from TCP accept to the end of authentication. Default 10000 ms.
+    #[serde(default = "default_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+    /// Close sessions idle (outside a transaction) this long; 0 disables. Default 0.
+    #[serde(default)]
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM, how long sessions may take to reach an idle point before being closed.
+    /// Default 30000 ms.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_message_bytes: default_max_message_bytes(),
+            startup_timeout_ms: default_startup_timeout_ms(),
+            idle_timeout_ms: 0,
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address services connect to. Default `127.0.0.1:6432`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of policy YAML files, relative to the configuration file. Default `policies`.
+    #[serde(default = "default_policies")]
+    pub policies: PathBuf,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// TLS for clients; absent means SSLRequest is answered 'N'.
+    #[serde(default)]
+    pub client_tls: Option<ClientTlsConfig>,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            policies: default_policies(),
+            upstream: UpstreamConfig::default(),
+            client_tls: None,
+            catalog: CatalogConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file. Relative paths inside it are resolved
+    /// against the file's directory so the proxy can be started from anywhere.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.policies);
+        if let Some(tls) = &mut self.client_tls {
+            abs(&mut tls.cert_file);
+            abs(&mut tls.key_file);
+        }
+        if let Some(ca) = &mut self.upstream.ca_file {
+            abs(ca);
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if self.limits.max_message_bytes < 1024 || self.limits.max_message_bytes > (1 << 30) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 1 KiB and 1 GiB",
+            ));
+        }
+        if self.limits.startup_timeout_ms == 0 {
+            return Err(invalid("limits.startup_timeout_ms", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6432))
+}
+fn default_policies() -> PathBuf {
+    PathBuf::from("policies")
+}
+fn default_upstream_host() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_upstream_port() -> u16 {
+    5432
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_catalog_user() -> String {
+    "postgres".to_owned()
+}
+fn default_catalog_database() -> String {
+    "postgres".to_owned()
+}
+fn default_refresh_seconds() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_message_bytes() -> usize {
+    64 << 20
+}
+fn default_startup_timeout_ms() -> u64 {
+    10_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_unknown_keys_are_rejected() {
+        let config: Config = serde_yaml::from_str("listen: 127.0.0.1:7000\n").unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.limits.max_connections, 1000);
+        assert_eq!(config.upstream.port, 5432);
+        assert!(serde_yaml::from_str::<Config>("limits: {max_conections: 5}\n").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgpurpose.yaml");
+        std::fs::write(
+            &path,
+            "policies: pol\nupstream: {tls: verify-full, ca_file: ca.pem}\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.policies, dir.path().join("pol"));
+        assert_eq!(config.upstream.ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(config.upstream.tls, UpstreamTls::VerifyFull);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "limits: {max_connections: 0}\n").unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid {
+                key: "limits.max_connections",
+                ..
+            })
+        ));
+    }
+}
