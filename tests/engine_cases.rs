@@ -36,9 +36,21 @@ enum Expect {
     Block,
 }
 
+/// Run a case against the fixture policy and, when the service is defined there, against the
+/// project's real policy files (policies/), which must decide the same.
 fn run_case(case: &Case) -> Result<(), String> {
+    run_case_with(case, &fixtures::example_policy())?;
+    let real =
+        pgpurpose::policy::load::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .map_err(|e| format!("policies/ do not load: {e}"))?;
+    if real.service(&case.service).is_some() {
+        run_case_with(case, &real).map_err(|e| format!("with policies/: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run_case_with(case: &Case, policy: &pgpurpose::policy::CompiledPolicy) -> Result<(), String> {
     let catalog = fixtures::example_catalog();
-    let policy = fixtures::example_policy();
     let service = policy
         .service(&case.service)
         .ok_or_else(|| format!("unknown service {}", case.service))?;
@@ -54,7 +66,7 @@ fn run_case(case: &Case) -> Result<(), String> {
         service,
         purpose: &purpose,
     };
-    let decision = decide(&case.sql, &catalog, &policy, &session);
+    let decision = decide(&case.sql, &catalog, policy, &session);
     let got = match &decision {
         Decision::Allow(_) => Expect::Allow,
         Decision::Rewrite { .. } => Expect::Rewrite,
