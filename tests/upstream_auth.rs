@@ -1,9 +1,13 @@
-//! `authenticate_upstream` against a real PostgreSQL 15: trust, password, MD5, SCRAM-SHA-256
-//! and SCRAM-SHA-256-PLUS over TLS (with a P-384 certificate, so the channel-binding hash
-//! must be SHA-384 to pass), plus the refusals (wrong password, pg_hba reject, GSSAPI).
+//! Authentication against real PostgreSQL 15 software, both directions:
 //!
-//! The test starts its own throwaway cluster in a temporary directory on a free port and
-//! stops it at the end. Without the Postgres binaries it is skipped with a message.
+//! - `authenticate_upstream` against a real server: trust, password, MD5, SCRAM-SHA-256 and
+//!   SCRAM-SHA-256-PLUS over TLS (with a P-384 certificate, so the channel-binding hash must
+//!   be SHA-384 to pass), plus the refusals (wrong password, pg_hba reject, GSSAPI). The test
+//!   starts its own throwaway cluster in a temporary directory on a free port and stops it.
+//! - The proxy's SCRAM server (`ScramServer`) against libpq, through `psql`: password,
+//!   SASLprep'd password, mock verifier, and -PLUS with `channel_binding=require`.
+//!
+//! Without the Postgres binaries the tests are skipped with a message.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +16,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use pgpurpose::auth::{
-    authenticate_upstream, tls_server_end_point, AuthError, UpstreamChannelBinding,
+    authenticate_upstream, dummy_verifier, tls_server_end_point, AuthError, ScramServer,
+    ScramVerifier, UpstreamChannelBinding,
 };
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -485,6 +490,296 @@ fn authenticate_upstream_against_real_postgres() {
         .unwrap();
     runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(120), scenarios(&cluster))
+            .await
+            .expect("scenarios timed out");
+    });
+}
+
+// ---- The proxy's SCRAM server against libpq ---------------------------------------------
+
+/// Anything a connection can be after an optional TLS upgrade.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How the front door is set up for one psql run.
+#[derive(Clone)]
+struct FrontDoor {
+    verifier: ScramVerifier,
+    /// TLS server config and the channel-binding data offered with it.
+    tls: Option<(Arc<rustls::ServerConfig>, Option<Vec<u8>>)>,
+}
+
+async fn read_exact_vec<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    n: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// A typed frontend message ('p' here), body only.
+async fn read_typed<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<(u8, Vec<u8>)> {
+    let head = read_exact_vec(stream, 5).await?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    Ok((head[0], read_exact_vec(stream, len - 4).await?))
+}
+
+fn auth_frame(code: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'R'];
+    out.extend_from_slice(&(8 + data.len() as u32).to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Serve one client: optional TLS, the startup packet, the SCRAM exchange with
+/// `ScramServer`, then AuthenticationOk and ReadyForQuery (psql then quits). Returns the
+/// mechanism the client chose and the outcome.
+async fn serve(tcp: TcpStream, door: FrontDoor) -> (String, Result<(), AuthError>) {
+    let mut stream: Box<dyn Io> = Box::new(tcp);
+    let mut binding = None;
+    let startup = loop {
+        let len = read_exact_vec(&mut stream, 4).await.unwrap();
+        let len = u32::from_be_bytes(len.try_into().unwrap());
+        let body = read_exact_vec(&mut stream, len as usize - 4).await.unwrap();
+        if body[..4] != 80877103u32.to_be_bytes() {
+            break body; // the StartupMessage
+        }
+        match &door.tls {
+            Some((config, cb)) => {
+                stream.write_all(b"S").await.unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                stream = Box::new(acceptor.accept(stream).await.unwrap());
+                binding = cb.clone();
+            }
+            None => stream.write_all(b"N").await.unwrap(),
+        }
+    };
+    let mut params = startup[4..].split(|&b| b == 0);
+    let mut user = String::new();
+    while let (Some(k), Some(v)) = (params.next(), params.next()) {
+        if k == b"user" {
+            user = String::from_utf8(v.to_vec()).unwrap();
+        }
+    }
+
+    let mut server = ScramServer::new(door.verifier, binding);
+    let mut list = Vec::new();
+    for m in server.mechanisms() {
+        list.extend_from_slice(m.as_bytes());
+        list.push(0);
+    }
+    list.push(0);
+    stream.write_all(&auth_frame(10, &list)).await.unwrap();
+
+    let mut mechanism = String::new();
+    let result: Result<(), AuthError> = async {
+        // A client may hang up here (libpq does when it requires binding we do not offer).
+        let (tag, body) = read_typed(&mut stream).await?;
+        assert_eq!(tag, b'p');
+        let nul = body.iter().position(|&b| b == 0).unwrap();
+        mechanism = String::from_utf8(body[..nul].to_vec()).unwrap();
+        let first = server.client_first(&mechanism, &body[nul + 5..])?;
+        stream.write_all(&auth_frame(11, &first)).await?;
+        let (tag, body) = read_typed(&mut stream).await?;
+        assert_eq!(tag, b'p');
+        let last = server.client_final(&body)?;
+        stream.write_all(&auth_frame(12, &last)).await?;
+        Ok(())
+    }
+    .await;
+    match &result {
+        Ok(()) => {
+            let mut out = auth_frame(0, &[]);
+            for (k, v) in [("server_version", "15.0"), ("client_encoding", "UTF8")] {
+                let body = [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat();
+                out.push(b'S');
+                out.extend_from_slice(&(4 + body.len() as u32).to_be_bytes());
+                out.extend_from_slice(&body);
+            }
+            out.extend_from_slice(b"Z\0\0\0\x05I");
+            stream.write_all(&out).await.unwrap();
+        }
+        Err(e) => {
+            let _ = stream.write_all(&e.to_pg_error(&user).to_frame()).await;
+        }
+    }
+    let _ = stream.flush().await;
+    // Wait for Terminate or the client closing.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    (mechanism, result)
+}
+
+/// Run psql once against a fresh front door; returns psql's success, its stderr, and what
+/// the server saw.
+async fn psql_login(
+    door: FrontDoor,
+    conninfo: &str,
+    password: &str,
+) -> (bool, String, String, Result<(), AuthError>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        serve(tcp, door).await
+    });
+    let out = tokio::process::Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=svc dbname=svc connect_timeout=10 {conninfo}"
+        ))
+        .args(["-X", "-w", "-c", "\\q"])
+        .env("PGPASSWORD", password)
+        .env("PGGSSENCMODE", "disable")
+        .env_remove("PGSERVICE")
+        .output()
+        .await
+        .unwrap();
+    let (mechanism, result) = tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("server side finished")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        mechanism,
+        result,
+    )
+}
+
+async fn libpq_scenarios() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls_config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let cert_binding = tls_server_end_point(cert.der()).unwrap();
+    let verifier = ScramVerifier::from_password("svc pass", 4096);
+    let plain_door = FrontDoor {
+        verifier: verifier.clone(),
+        tls: None,
+    };
+    let tls_door = FrontDoor {
+        verifier: verifier.clone(),
+        tls: Some((tls_config.clone(), Some(cert_binding))),
+    };
+
+    // Plain SCRAM.
+    let (ok, stderr, mech, result) =
+        psql_login(plain_door.clone(), "sslmode=disable", "svc pass").await;
+    assert!(ok && result.is_ok(), "{stderr} {result:?}");
+    assert_eq!(mech, "SCRAM-SHA-256");
+
+    // Wrong password: libpq shows our 28P01 message.
+    let (ok, wrong_stderr, _, result) =
+        psql_login(plain_door.clone(), "sslmode=disable", "svc pasS").await;
+    assert!(!ok);
+    assert!(
+        matches!(result, Err(AuthError::AuthenticationFailed)),
+        "{result:?}"
+    );
+    assert!(
+        wrong_stderr.contains("password authentication failed for user \"svc\""),
+        "{wrong_stderr}"
+    );
+
+    // An unknown service (mock verifier) fails exactly like a wrong password.
+    let ghost = FrontDoor {
+        verifier: dummy_verifier("svc", &[42; 32]),
+        tls: None,
+    };
+    let (ok, ghost_stderr, _, result) = psql_login(ghost, "sslmode=disable", "svc pass").await;
+    assert!(!ok);
+    assert!(
+        matches!(result, Err(AuthError::AuthenticationFailed)),
+        "{result:?}"
+    );
+    assert_eq!(
+        ghost_stderr.replace(char::is_numeric, ""),
+        wrong_stderr.replace(char::is_numeric, ""),
+        "port numbers aside, the messages are identical"
+    );
+
+    // libpq's SASLprep agrees with ours: "Ⅸ" and "IX" are the same password.
+    let unicode = FrontDoor {
+        verifier: ScramVerifier::from_password("pässwörd Ⅸ", 4096),
+        tls: None,
+    };
+    for pw in ["pässwörd Ⅸ", "pässwörd IX"] {
+        let (ok, stderr, _, result) = psql_login(unicode.clone(), "sslmode=disable", pw).await;
+        assert!(ok && result.is_ok(), "{pw}: {stderr} {result:?}");
+    }
+
+    // SCRAM-SHA-256-PLUS over TLS with libpq's channel_binding=require (P-384 certificate:
+    // libpq hashes it with SHA-384 and so must we).
+    let (ok, stderr, mech, result) = psql_login(
+        tls_door.clone(),
+        "sslmode=require channel_binding=require",
+        "svc pass",
+    )
+    .await;
+    assert!(ok && result.is_ok(), "{stderr} {result:?}");
+    assert_eq!(mech, "SCRAM-SHA-256-PLUS");
+    // channel_binding=disable: libpq sends 'n' under plain SCRAM, accepted.
+    let (ok, stderr, mech, result) = psql_login(
+        tls_door.clone(),
+        "sslmode=require channel_binding=disable",
+        "svc pass",
+    )
+    .await;
+    assert!(ok && result.is_ok(), "{stderr} {result:?}");
+    assert_eq!(mech, "SCRAM-SHA-256");
+    // TLS without binding data on our side: -PLUS is not offered, libpq says 'y', accepted;
+    // and a client that requires binding refuses to continue.
+    let no_binding = FrontDoor {
+        verifier,
+        tls: Some((tls_config, None)),
+    };
+    let (ok, stderr, mech, result) = psql_login(
+        no_binding.clone(),
+        "sslmode=require channel_binding=prefer",
+        "svc pass",
+    )
+    .await;
+    assert!(ok && result.is_ok(), "{stderr} {result:?}");
+    assert_eq!(mech, "SCRAM-SHA-256");
+    let (ok, stderr, _, result) = psql_login(
+        no_binding,
+        "sslmode=require channel_binding=require",
+        "svc pass",
+    )
+    .await;
+    assert!(!ok && result.is_err(), "{stderr} {result:?}");
+    assert!(stderr.contains("channel binding"), "{stderr}");
+}
+
+#[test]
+fn scram_server_against_libpq() {
+    if !Path::new(PG_BIN).join("psql").exists() {
+        eprintln!("SKIPPED: psql ({PG_BIN}/psql) not found");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(180), libpq_scenarios())
             .await
             .expect("scenarios timed out");
     });
