@@ -119,36 +119,50 @@ impl Enforcer {
 /// Rewrites that may be re-applied to other statements of the same shape: no edit replaces a
 /// literal token (the replacement would carry one statement's value into another).
 fn edits_are_shape_safe(lexed: &Lexed, edits: &[Edit]) -> bool {
-    edits
-        .iter()
-        .all(|e| (e.start_tok..e.end_tok).all(|i| !lexed.tokens.get(i).is_some_and(|t| t.is_literal())))
+    edits.iter().all(|e| {
+        (e.start_tok..e.end_tok).all(|i| !lexed.tokens.get(i).is_some_and(|t| t.is_literal()))
+    })
 }
 
 fn is_ddl(decision: &Decision) -> bool {
     decision.report().statements.iter().any(|s| {
         let kind = s.kind.to_ascii_uppercase();
-        ["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "TRUNCATE"].iter().any(|k| kind.starts_with(k))
+        [
+            "CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "TRUNCATE",
+        ]
+        .iter()
+        .any(|k| kind.starts_with(k))
     })
 }
 
 impl Interceptor for Enforcer {
     fn decide(&self, ctx: &StatementContext<'_>, sql: &str) -> Verdict {
         let Some(catalog) = self.catalog.load_full() else {
-            let error = PgError::forbidden("pgpurpose has no catalog snapshot of the upstream database yet")
-                .with_hint("statements are refused until the catalog is loaded; check the proxy's log");
+            let error = PgError::forbidden(
+                "pgpurpose has no catalog snapshot of the upstream database yet",
+            )
+            .with_hint("statements are refused until the catalog is loaded; check the proxy's log");
             return self.refuse(ctx, sql, error);
         };
         let policy = self.policy.load_full();
         let Some(service) = policy.service(ctx.service) else {
             // The service was removed by a policy reload during the session.
-            let error = PgError::forbidden(format!("service \"{}\" is not in the current policy", ctx.service));
+            let error = PgError::forbidden(format!(
+                "service \"{}\" is not in the current policy",
+                ctx.service
+            ));
             return self.refuse(ctx, sql, error);
         };
         let lexed = match lexing::lex(sql) {
             Ok(lexed) => lexed,
             Err(error) => {
-                let error = PgError::error(sqlstate::SYNTAX_ERROR, format!("pgpurpose cannot analyse this statement: {error}"))
-                    .with_hint("the proxy refuses SQL whose meaning it cannot determine with certainty");
+                let error = PgError::error(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("pgpurpose cannot analyse this statement: {error}"),
+                )
+                .with_hint(
+                    "the proxy refuses SQL whose meaning it cannot determine with certainty",
+                );
                 return self.refuse(ctx, sql, error);
             }
         };
@@ -166,23 +180,38 @@ impl Interceptor for Enforcer {
                 Cached::Block(error) => Verdict::Block(error),
                 Cached::Rewrite(edits) => match lexing::apply_edits(&lexed, &edits) {
                     Ok(rewritten) => Verdict::Rewrite(rewritten),
-                    Err(_) => Verdict::Block(PgError::forbidden("pgpurpose could not apply its rewrite to this statement")),
+                    Err(_) => Verdict::Block(PgError::forbidden(
+                        "pgpurpose could not apply its rewrite to this statement",
+                    )),
                 },
             };
             self.observe(ctx, sql, Outcome::Cached(&verdict));
             return verdict;
         }
 
-        let session = SessionView { service, purpose: ctx.purpose };
+        let session = SessionView {
+            service,
+            purpose: ctx.purpose,
+        };
         let decision = engine::decide(sql, &catalog, &policy, &session);
         self.observe(ctx, sql, Outcome::Decided(&decision));
         let literal_sensitive = decision.report().literal_sensitive;
         let (verdict, cached) = match &decision {
             Decision::Allow(_) => (Verdict::Forward, Some(Cached::Allow)),
-            Decision::Block { error, .. } => (Verdict::Block(error.clone()), Some(Cached::Block(error.clone()))),
-            Decision::Rewrite { sql: rewritten, edits, .. } => {
+            Decision::Block { error, .. } => (
+                Verdict::Block(error.clone()),
+                Some(Cached::Block(error.clone())),
+            ),
+            Decision::Rewrite {
+                sql: rewritten,
+                edits,
+                ..
+            } => {
                 let reusable = edits_are_shape_safe(&lexed, edits);
-                (Verdict::Rewrite(rewritten.clone()), reusable.then(|| Cached::Rewrite(Arc::from(edits.as_slice()))))
+                (
+                    Verdict::Rewrite(rewritten.clone()),
+                    reusable.then(|| Cached::Rewrite(Arc::from(edits.as_slice()))),
+                )
             }
         };
         if decision.is_allow() && is_ddl(&decision) {
@@ -197,7 +226,11 @@ impl Interceptor for Enforcer {
 
 /// Keep the enforcer's catalog fresh: load at start (retrying until it succeeds; until then
 /// every statement is refused), then every `refresh` and soon after DDL passes through.
-pub async fn maintain_catalog(enforcer: Arc<Enforcer>, conn_str: String, refresh: std::time::Duration) {
+pub async fn maintain_catalog(
+    enforcer: Arc<Enforcer>,
+    conn_str: String,
+    refresh: std::time::Duration,
+) {
     let ddl = enforcer.ddl_notifier();
     loop {
         match crate::catalog::load::connect_and_load(&conn_str).await {
