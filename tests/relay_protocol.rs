@@ -73,6 +73,7 @@ pub fn start_proxy() -> (WrittenConfig, ProxyProcess) {
 /// A proxy in front of the shared cluster, configuration adjusted by `adjust`.
 pub fn start_proxy_with(adjust: impl FnOnce(&mut ProxyConfig)) -> (WrittenConfig, ProxyProcess) {
     let mut cfg = ProxyConfig::new(cluster());
+    cfg.policies = common::proxy::relay_test_policies();
     adjust(&mut cfg);
     let written = common::write_config(&cfg);
     let proxy = common::spawn_proxy(&written.path);

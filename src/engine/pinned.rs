@@ -116,6 +116,50 @@ pub fn check_pinned_settings(lexed: &Lexed) -> Result<(), PinnedSettingError> {
     Ok(())
 }
 
+/// `SET [SESSION|LOCAL] <param> {TO|=} <value>` that sets a pinned parameter to the value the
+/// proxy pins it to: a no-op that drivers such as
+/// psycopg2 issue on every connection. Only this exact statement shape qualifies.
+fn sets_pinned_value(lexed: &Lexed, s: usize, e: usize) -> bool {
+    let mut i = s;
+    if !lexed.is_word(i, "set") {
+        return false;
+    }
+    i += 1;
+    if lexed.is_word(i, "session") || lexed.is_word(i, "local") {
+        i += 1;
+    }
+    if e != i + 3 || !(lexed.is_word(i + 1, "to") || lexed.text(i + 1) == "=") {
+        return false;
+    }
+    let Some(param) = unfolded_name(lexed, i).and_then(|n| pinned_name(&n)) else {
+        return false;
+    };
+    let value = match lexed.kind(i + 2) {
+        Some(TokKind::Word) => lexed.text(i + 2).to_ascii_lowercase(),
+        Some(TokKind::String(_)) => match lexed.string_value(i + 2) {
+            Some(v) => v.to_ascii_lowercase(),
+            None => return false,
+        },
+        Some(TokKind::Number) if param == PinnedParam::StandardConformingStrings => {
+            lexed.text(i + 2).to_owned()
+        }
+        _ => return false,
+    };
+    match param {
+        // Postgres compares encoding names ignoring case, `-` and `_` (clean_encoding_name).
+        PinnedParam::ClientEncoding => {
+            let cleaned: String = value
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
+            matches!(cleaned.as_str(), "utf8" | "unicode")
+        }
+        PinnedParam::StandardConformingStrings => {
+            matches!(value.as_str(), "on" | "true" | "yes" | "1")
+        }
+    }
+}
+
 /// The pinned parameter a GUC name denotes (case-insensitive, as Postgres's `guc_name_compare`).
 fn pinned_name(name: &str) -> Option<PinnedParam> {
     PinnedParam::ALL
@@ -161,6 +205,9 @@ fn ident_is(lexed: &Lexed, i: usize, name: &str) -> bool {
 fn check_statement(lexed: &Lexed, s: usize, e: usize) -> Result<(), PinnedSettingError> {
     // `SHOW <param>` only reads the setting.
     if e - s == 2 && lexed.is_word(s, "show") && is_ident(lexed, s + 1) {
+        return Ok(());
+    }
+    if sets_pinned_value(lexed, s, e) {
         return Ok(());
     }
     let word_at = |i: usize, w: &str| i >= s && i < e && lexed.is_word(i, w);

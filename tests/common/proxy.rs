@@ -282,3 +282,42 @@ fn q(s: &str) -> String {
 fn q_path(p: &Path) -> String {
     q(&p.display().to_string())
 }
+
+/// A copy of the repository's policies in which `analytics-service` also holds the `ddl` and
+/// `procedural_code` grants and may read `pg_prepared_statements`. The relay's own tests use it
+/// so that they exercise the relay (temporary tables, functions raising notices, prepared
+/// statement bookkeeping) rather than the policy, which has its own tests.
+pub fn relay_test_policies() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("pgpurpose-relay-policies-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("policy dir");
+        for entry in std::fs::read_dir(super::repo_root().join("policies")).expect("policies/") {
+            let path = entry.expect("policy file").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let mut text = std::fs::read_to_string(&path).expect("read policy");
+                if path.file_name().is_some_and(|n| n == "services.yaml") {
+                    text = text.replace(
+                        "grants: [copy_from]",
+                        "grants: [copy_from, ddl, procedural_code]",
+                    );
+                    assert!(
+                        text.contains("procedural_code"),
+                        "services.yaml changed shape"
+                    );
+                }
+                std::fs::write(dir.join(path.file_name().expect("name")), text)
+                    .expect("write policy");
+            }
+        }
+        std::fs::write(
+            dir.join("zz-relay-tests.yaml"),
+            "tables:\n  pg_catalog.pg_prepared_statements:\n    tags: [analytics]\n",
+        )
+        .expect("write relay test policy");
+        dir
+    })
+    .clone()
+}

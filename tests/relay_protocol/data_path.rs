@@ -550,7 +550,7 @@ async fn listen_notify_between_two_proxy_sessions() {
 
 /// Simple queries whose responses (status bytes included) must match Postgres's exactly.
 const TRANSACTION_SCRIPT: &[&str] = &[
-    "CREATE TEMP TABLE tx_t (id int)",
+    "TRUNCATE tx_t",
     "BEGIN",
     "INSERT INTO tx_t VALUES (1)",
     "SELECT 1/0",
@@ -589,6 +589,14 @@ async fn run_script(conn: &mut RawConn, script: &[&str]) -> Vec<Vec<raw::Frame>>
 
 #[tokio::test]
 async fn transactions_commit_rollback_and_status_match_direct() {
+    // A regular table, created before the proxy reads its catalog: the catalog snapshot does
+    // not describe sessions' temporary tables, so statements on those are refused.
+    cluster()
+        .psql(
+            "app",
+            "CREATE TABLE IF NOT EXISTS tx_t (id int); GRANT ALL ON tx_t TO app_analytics",
+        )
+        .unwrap();
     let (_cfg, proxy) = start_proxy();
     let mut via = RawConn::login(proxy.port(), SERVICE.name, Some(SERVICE.password)).await;
     let mut reference = RawConn::login(cluster().port(), SERVICE.upstream_role, None).await;

@@ -19,7 +19,6 @@ const REFUSED: &[&str] = &[
     "SET LOCAL standard_conforming_strings TO off",
     "SET NAMES 'LATIN1'",
     "RESET standard_conforming_strings",
-    "RESET ALL",
 ];
 
 async fn pinned_values(c: &Client) -> (String, String) {
@@ -73,7 +72,18 @@ async fn statements_changing_pinned_settings_are_refused() {
     let c = proxied(proxy.port()).await;
     c.batch_execute("SET client_encoding TO 'UTF8'; SET statement_timeout = '5s'")
         .await
-        .unwrap_or_else(|e| failures.push(format!("harmless SET refused: {e}")));
+        .unwrap_or_else(|e| failures.push(format!("harmless SET refused: {e:?}")));
+    // RESET ALL is allowed: the proxy sends the pinned values in the startup packet, and
+    // Postgres resets to the startup values.
+    c.batch_execute("RESET ALL")
+        .await
+        .unwrap_or_else(|e| failures.push(format!("RESET ALL refused: {e}")));
+    let after_reset = pinned_values(&c).await;
+    if after_reset != ("UTF8".to_owned(), "on".to_owned()) {
+        failures.push(format!(
+            "RESET ALL changed pinned settings: {after_reset:?}"
+        ));
+    }
     assert!(
         failures.is_empty(),
         "pinned settings not enforced:\n{}",

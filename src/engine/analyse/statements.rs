@@ -1014,9 +1014,13 @@ impl<'e> Analyser<'e, '_> {
         self.kind("SET");
         self.out.no_data = true;
         match set {
-            Set::SingleAssignment { variable, .. } => {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
                 let name = name_parts(variable)?.join(".");
-                self.parameter(&name);
+                if !sets_pinned_value(&name, values) {
+                    self.parameter(&name);
+                }
                 Ok(())
             }
             Set::SetRole { .. } => {
@@ -1111,5 +1115,33 @@ impl<'e> Analyser<'e, '_> {
             }
         }
         Ok(())
+    }
+}
+
+/// `SET client_encoding TO 'UTF8'` and `SET standard_conforming_strings = on` set a pinned
+/// parameter to the value the proxy pins it to: a no-op drivers issue routinely. Only a single
+/// plain literal or word qualifies (the token-level check in `engine::pinned` agrees).
+fn sets_pinned_value(name: &str, values: &[sqlparser::ast::Expr]) -> bool {
+    use sqlparser::ast::Expr;
+    let [value] = values else {
+        return false;
+    };
+    let text = match value {
+        Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(s) => s.to_ascii_lowercase(),
+            sqlparser::ast::Value::Boolean(b) => b.to_string(),
+            sqlparser::ast::Value::Number(n, _) => n.to_string(),
+            _ => return false,
+        },
+        Expr::Identifier(ident) if ident.quote_style.is_none() => ident.value.to_ascii_lowercase(),
+        _ => return false,
+    };
+    match name {
+        "client_encoding" => {
+            let cleaned: String = text.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            matches!(cleaned.as_str(), "utf8" | "unicode")
+        }
+        "standard_conforming_strings" => matches!(text.as_str(), "on" | "true" | "yes" | "1"),
+        _ => false,
     }
 }

@@ -159,3 +159,27 @@ fn error_names_parameter_and_construct_but_no_text() {
         }
     );
 }
+
+#[test]
+fn setting_a_pinned_parameter_to_its_pinned_value_is_allowed() {
+    for sql in [
+        "SET client_encoding TO 'UTF8'",
+        "SET client_encoding = 'utf-8'",
+        "set session client_encoding to unicode",
+        "SET standard_conforming_strings = on",
+        "SET LOCAL standard_conforming_strings TO 'true'",
+    ] {
+        let lexed = lex(sql).unwrap();
+        assert_eq!(check_pinned_settings(&lexed), Ok(()), "{sql}");
+    }
+    for sql in [
+        "SET client_encoding TO 'LATIN1'",
+        "SET client_encoding TO 'UTF8', 'x'",
+        "SET standard_conforming_strings = off",
+        "SET client_encoding TO 'UTF8'; SET standard_conforming_strings = off",
+        "SET client_encoding TO (SELECT 'UTF8')",
+    ] {
+        let lexed = lex(sql).unwrap();
+        assert!(check_pinned_settings(&lexed).is_err(), "{sql}");
+    }
+}
