@@ -143,21 +143,21 @@ def table(results_path, clk_tck, idle_path=None):
     )
 
     idle = {}
+    rows = []
     if idle_path:
+        with open(idle_path) as f:
+            rows = [line.split() for line in f if len(line.split()) == 4]
+    if rows:
         print()
         print("idle client connections (RSS of the target process, VmRSS):")
-        with open(idle_path) as f:
-            for line in f:
-                r = line.split()
-                if len(r) != 4:
-                    continue
-                target, conns, before, after = r[0], int(r[1]), int(r[2]), int(r[3])
-                per = (after - before) / conns if conns else float("nan")
-                idle[target] = per
-                print(
-                    "  %-10s %5d connections: %7d KiB -> %7d KiB = %.1f KiB per connection"
-                    % (target, conns, before, after, per)
-                )
+        for r in rows:
+            target, conns, before, after = r[0], int(r[1]), int(r[2]), int(r[3])
+            per = (after - before) / conns if conns else float("nan")
+            idle[target] = per
+            print(
+                "  %-10s %5d connections: %7d KiB -> %7d KiB = %.1f KiB per connection"
+                % (target, conns, before, after, per)
+            )
         if "pgbouncer" in idle:
             print("  (pgbouncer holds no server connection for an idle session-mode client)")
 
