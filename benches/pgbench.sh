@@ -22,6 +22,7 @@
 #   IDLE_CLIENTS=1000  idle connections for the memory measurement (0: skip it)
 #   KEEP_WORKDIR=1     keep the temporary directory (logs, configs) for inspection
 #   PGPURPOSE_PG_BINDIR  directory of the Postgres binaries (default: found automatically)
+#   The rest of the environment reaches pgpurpose, e.g. RUST_LOG or TOKIO_WORKER_THREADS=1.
 #
 # Needs: Postgres server binaries with pgbench, python3, cargo; pgbouncer is installed with
 # apt-get when missing (as root). As root, Postgres and pgbouncer run as the `postgres` OS user.
