@@ -9,7 +9,11 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::{Config, ConfigError};
+use arc_swap::ArcSwap;
+
+use crate::enforce::{maintain_catalog, Enforcer};
 use crate::intercept::Interceptor;
+use crate::policy::CompiledPolicy;
 use crate::relay::{server, ProxyState};
 
 #[derive(Debug, Error)]
@@ -88,7 +92,8 @@ pub async fn serve(
 ) -> Result<(), AppError> {
     let policy = load_policy(&config)?;
     info!(version = %policy.version, services = policy.services.len(), "policy loaded");
-    let interceptor = build_interceptor(&config, &policy).await?;
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let interceptor = build_interceptor(&config, &policy)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Listen {
@@ -101,10 +106,33 @@ pub async fn serve(
     Ok(())
 }
 
-/// The statement interceptor used in production.
-async fn build_interceptor(
-    _config: &Config,
-    _policy: &crate::policy::CompiledPolicy,
+/// The statement interceptor used in production: the policy engine, with the catalog kept
+/// fresh by a background task.
+fn build_interceptor(
+    config: &Config,
+    policy: &Arc<ArcSwap<CompiledPolicy>>,
 ) -> Result<Arc<dyn Interceptor>, AppError> {
-    Ok(Arc::new(crate::intercept::RecordingInterceptor::default()))
+    let enforcer = Arc::new(Enforcer::new(Arc::clone(policy)));
+    let conn_str = catalog_conn_str(config)?;
+    let refresh = std::time::Duration::from_secs(config.catalog.refresh_seconds.max(1));
+    tokio::spawn(maintain_catalog(Arc::clone(&enforcer), conn_str, refresh));
+    Ok(enforcer)
+}
+
+/// libpq key/value connection string for the catalog reader.
+fn catalog_conn_str(config: &Config) -> Result<String, AppError> {
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut conn = format!(
+        "host={} port={} user={} dbname={} application_name=pgpurpose-catalog",
+        quote(&config.upstream.host),
+        config.upstream.port,
+        quote(&config.catalog.user),
+        quote(&config.catalog.database)
+    );
+    if let Some(secret) = &config.catalog.password {
+        let password = crate::auth::resolve_password(&secret.into())
+            .map_err(|e| AppError::Other(format!("catalog password: {e}")))?;
+        conn.push_str(&format!(" password={}", quote(&password)));
+    }
+    Ok(conn)
 }

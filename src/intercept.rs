@@ -69,3 +69,83 @@ impl Interceptor for RecordingInterceptor {
         Verdict::Forward
     }
 }
+
+/// The relay's own guard, used until (and underneath) the policy engine: refuses statements
+/// whose text cannot be tokenized with certainty and statements that could change the settings
+/// the proxy pins upstream (`standard_conforming_strings`, `client_encoding`). Everything else
+/// is forwarded unchanged.
+#[derive(Debug, Default)]
+pub struct PinnedSettingsGuard;
+
+impl PinnedSettingsGuard {
+    /// `Some(error)` when the statement must be refused.
+    pub fn check(sql: &str) -> Option<PgError> {
+        use crate::engine::{lexing, pinned};
+        match lexing::lex(sql) {
+            Err(error) => Some(
+                PgError::error(
+                    crate::error::sqlstate::SYNTAX_ERROR,
+                    format!("pgpurpose cannot analyse this statement: {error}"),
+                )
+                .with_hint(
+                    "the proxy refuses SQL whose meaning it cannot determine with certainty",
+                ),
+            ),
+            Ok(lexed) => pinned::check_pinned_settings(&lexed).err().map(|error| {
+                PgError::forbidden(format!("pgpurpose refuses this statement: {error}")).with_hint(
+                    "client_encoding and standard_conforming_strings are pinned by the proxy",
+                )
+            }),
+        }
+    }
+}
+
+impl Interceptor for PinnedSettingsGuard {
+    fn decide(&self, _ctx: &StatementContext<'_>, sql: &str) -> Verdict {
+        match Self::check(sql) {
+            Some(error) => Verdict::Block(error),
+            None => Verdict::Forward,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> StatementContext<'static> {
+        StatementContext {
+            service: "s",
+            purpose: "p",
+            connection_id: 1,
+            client_addr: "127.0.0.1:1",
+            protocol: Protocol::Simple,
+        }
+    }
+
+    #[test]
+    fn guard_blocks_pinned_setting_changes_and_undecidable_text() {
+        let guard = PinnedSettingsGuard;
+        for sql in [
+            "SET client_encoding TO 'LATIN1'",
+            "set standard_conforming_strings = off",
+            "RESET client_encoding",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "select 1; SET NAMES 'SQL_ASCII'",
+            "SELECT U&\"s\\0065cret\" FROM t",
+        ] {
+            assert!(
+                matches!(guard.decide(&ctx(), sql), Verdict::Block(_)),
+                "{sql}"
+            );
+        }
+        for sql in [
+            "SELECT 1",
+            "SET statement_timeout = '5s'",
+            "RESET ALL",
+            "BEGIN; SELECT now(); COMMIT",
+        ] {
+            assert_eq!(guard.decide(&ctx(), sql), Verdict::Forward, "{sql}");
+        }
+    }
+}

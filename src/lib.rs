@@ -7,6 +7,7 @@
 //! - [`protocol`]: wire framing and the few messages the proxy builds or inspects.
 //! - [`auth`]: SCRAM-SHA-256 for clients (who are *services*), and upstream authentication.
 //! - [`intercept`]: the single seam every SQL-bearing message passes through; returns a verdict.
+//! - [`enforce`]: the production interceptor: engine decisions, shape-keyed cache, catalog upkeep.
 //! - [`engine`]: the pure decision engine (parse, resolve every column use, decide, rewrite).
 //! - [`policy`]: the YAML policy model and its compiled, indexed form.
 //! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
@@ -16,6 +17,8 @@ pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod enforce;
+pub mod engine;
 pub mod error;
 pub mod intercept;
 pub mod localpg;

@@ -1,7 +1,9 @@
 //! Authentication: clients (services) to the proxy, and the proxy to the upstream server.
 //!
-//! - [`scram`]: the server side of SCRAM-SHA-256(-PLUS) that services authenticate with, the
-//!   verifier format, mock verifiers for unknown services, channel-binding hashes.
+//! - [`scram`]: the server side of SCRAM-SHA-256(-PLUS) that services authenticate with.
+//! - [`verifier`]: the stored verifier format, deriving verifiers from passwords (SASLprep),
+//!   mock verifiers for unknown services.
+//! - [`channel_binding`]: `tls-server-end-point` data of a certificate, for `-PLUS`.
 //! - [`secrets`]: turning a policy's [`SecretSource`](crate::policy::compiled::SecretSource)
 //!   into a verifier (for services) or a password (for upstream roles).
 //! - [`upstream`]: the client side of Postgres authentication (trust, password, MD5, SCRAM)
@@ -10,9 +12,11 @@
 //! Errors are one [`AuthError`]; [`AuthError::to_pg_error`] decides what a client sees.
 //! Nothing in this module logs or formats a secret.
 
+pub mod channel_binding;
 pub mod scram;
 pub mod secrets;
 pub mod upstream;
+pub mod verifier;
 
 use std::path::PathBuf;
 

@@ -8,6 +8,10 @@
 //! client sees change from login to login); a rotated password gets a new entry.
 //!
 //! Errors name the variable or file, never the secret.
+//!
+//! Callers should resolve every service's verifier once when the policy is loaded: that
+//! reports bad sources early, and it fills the cache so the first login of a service does not
+//! take a PBKDF2 run longer than a login for an unknown service (a timing tell).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -222,7 +226,7 @@ mod tests {
         let err = resolve_verifier(&SecretSource::File(empty.path().into())).unwrap_err();
         assert!(matches!(err, AuthError::SecretEmpty(_)), "{err:?}");
 
-        let md5 = file_with("md5d2d3d26f5c1a9c3c8d3d26f5c1a9c3c8f\n");
+        let md5 = file_with("md5d2d3d26f5c1a9c3c8d3d26f5c1a9c3c8\n");
         let err = resolve_verifier(&SecretSource::File(md5.path().into())).unwrap_err();
         assert!(
             matches!(err, AuthError::Md5SecretNotSupported(_)),

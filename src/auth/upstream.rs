@@ -308,6 +308,8 @@ mod tests {
     ) -> (Result<(), AuthError>, Vec<u8>, BytesMut) {
         let (mut ours, mut theirs) = tokio::io::duplex(1 << 20);
         theirs.write_all(&server_bytes).await.unwrap();
+        // The server says no more: reads past its bytes see end of stream.
+        theirs.shutdown().await.unwrap();
         let mut buf = BytesMut::new();
         let result = authenticate_upstream(&mut ours, &mut buf, "bob", password, binding).await;
         drop(ours);

@@ -26,7 +26,7 @@ use crate::policy::CompiledPolicy;
 pub struct ProxyState {
     pub config: Config,
     /// Services and their credentials are looked up here at authentication.
-    pub policy: ArcSwap<CompiledPolicy>,
+    pub policy: Arc<ArcSwap<CompiledPolicy>>,
     pub interceptor: Arc<dyn Interceptor>,
     pub cancels: Arc<cancel::CancelRegistry>,
     pub client_tls: Option<tls::ClientTls>,
@@ -39,7 +39,7 @@ pub struct ProxyState {
 impl ProxyState {
     pub fn new(
         config: Config,
-        policy: CompiledPolicy,
+        policy: Arc<ArcSwap<CompiledPolicy>>,
         interceptor: Arc<dyn Interceptor>,
     ) -> Result<Self, tls::TlsError> {
         let client_tls = config
@@ -50,7 +50,7 @@ impl ProxyState {
         let upstream_tls = tls::upstream_connector(&config.upstream)?;
         Ok(ProxyState {
             config,
-            policy: ArcSwap::from_pointee(policy),
+            policy,
             interceptor,
             cancels: Arc::default(),
             client_tls,

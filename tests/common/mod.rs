@@ -10,7 +10,9 @@
 
 pub mod client;
 pub mod cluster;
+pub mod pgclient;
 pub mod proxy;
+pub mod raw;
 
 pub use client::{connect_as, connect_with_purpose, find_python};
 pub use cluster::{shared_cluster, APP_DB};

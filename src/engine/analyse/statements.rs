@@ -1,0 +1,1115 @@
+//! Statements: the top-level read and its output slots, INSERT / UPDATE / DELETE / MERGE,
+//! COPY, cursors, PREPARE / EXECUTE / EXPLAIN, session and transaction statements, and DDL.
+//! Anything not listed is refused as an unknown statement kind.
+
+use sqlparser::ast::{
+    AlterSchemaOperation, AlterTableOperation, Assignment, AssignmentTarget, ConflictTarget,
+    CopySource, CopyTarget, DeclareType, FromTable, Ident, ObjectName, OnConflictAction, OnInsert,
+    Reset, SelectItem, Set, SetExpr, Statement, TableFactor, TableObject, UpdateTableFromKind,
+    Values,
+};
+
+use crate::catalog::{QualifiedName, Relation, RelationKind};
+use crate::engine::report::Clause;
+use crate::policy::Grant;
+
+use super::expr::{Cx, PINNED_PARAMETERS, SESSION_CONTROL_PARAMETERS};
+use super::query::{is_system_schema, ItemOut, RelOut, Role};
+use super::scope::{ColInfo, Level, Node, Rte, RteKind};
+use super::{
+    fold, name_idents, name_parts, AnalyseError, Analyser, CopyPlan, Env, OutputSlot, SlotTarget,
+    StarGroup, StatementAnalysis, WriteKind, WriteTarget,
+};
+
+fn unsupported(what: &str) -> AnalyseError {
+    AnalyseError::Unsupported(what.to_owned())
+}
+
+/// Analyse one parsed statement of `text`.
+pub fn analyse_statement(
+    env: &Env<'_>,
+    text: &str,
+    stmt: &Statement,
+) -> Result<StatementAnalysis, AnalyseError> {
+    let mut a = Analyser::new(env, text);
+    a.statement(stmt)?;
+    let mut out = a.out;
+    out.uses.sort();
+    out.uses.dedup();
+    out.grants.sort();
+    out.grants.dedup();
+    Ok(out)
+}
+
+/// The target of a write, as a range-table entry plus what it is.
+struct Target<'e> {
+    rel: &'e Relation,
+    rte: usize,
+}
+
+impl<'e> Analyser<'e, '_> {
+    fn kind(&mut self, kind: &str) {
+        if self.out.kind.is_empty() {
+            self.out.kind = kind.to_owned();
+        }
+    }
+
+    fn no_data(&mut self, kind: &str) -> Result<(), AnalyseError> {
+        self.kind(kind);
+        self.out.no_data = true;
+        Ok(())
+    }
+
+    pub fn statement(&mut self, stmt: &Statement) -> Result<(), AnalyseError> {
+        match stmt {
+            Statement::Query(q) => {
+                let select_into = matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.is_some());
+                if select_into {
+                    self.kind("SELECT INTO");
+                    self.need(Grant::Ddl, "SELECT INTO creates a table");
+                    let out = self.query(q, Role::Ddl)?;
+                    self.emit(&out, Role::Ddl);
+                    return Ok(());
+                }
+                self.kind("SELECT");
+                let out = self.query(q, Role::Top)?;
+                self.emit(&out, Role::Top);
+                Ok(())
+            }
+            Statement::Insert(ins) => {
+                self.kind("INSERT");
+                let out = self.insert(ins)?;
+                self.emit(&out, Role::Top);
+                Ok(())
+            }
+            Statement::Update(u) => {
+                self.kind("UPDATE");
+                let out = self.update(u)?;
+                self.emit(&out, Role::Top);
+                Ok(())
+            }
+            Statement::Delete(d) => {
+                self.kind("DELETE");
+                let out = self.delete(d)?;
+                self.emit(&out, Role::Top);
+                Ok(())
+            }
+            Statement::Merge(m) => {
+                self.kind("MERGE");
+                self.merge(m)
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options: _,
+                legacy_options: _,
+                values,
+            } => {
+                self.kind("COPY");
+                if !values.is_empty() {
+                    return Err(unsupported("COPY with inline data"));
+                }
+                self.copy(source, *to, target)
+            }
+            Statement::Explain {
+                describe_alias,
+                statement,
+                ..
+            } => {
+                if !matches!(describe_alias, sqlparser::ast::DescribeAlias::Explain) {
+                    return Err(unsupported("DESCRIBE"));
+                }
+                // Plans expose statistics and EXPLAIN ANALYZE executes: the inner statement is
+                // judged as if it ran.
+                self.kind("EXPLAIN");
+                self.statement(statement)
+            }
+            Statement::Prepare { statement, .. } => {
+                self.kind("PREPARE");
+                self.statement(statement)
+            }
+            Statement::Execute {
+                name,
+                parameters,
+                immediate,
+                into,
+                using,
+                output,
+                default,
+                ..
+            } => {
+                if *immediate || !into.is_empty() || !using.is_empty() || *output || *default {
+                    return Err(unsupported("EXECUTE form"));
+                }
+                if name.is_none() {
+                    return Err(unsupported("EXECUTE without a name"));
+                }
+                self.kind("EXECUTE");
+                // The prepared statement was decided at PREPARE; its parameters are
+                // expressions that may hold subqueries.
+                self.scopes.push_level(Level::default());
+                let cx = Cx::new(Clause::FunctionArg, "an EXECUTE parameter");
+                for p in parameters {
+                    self.expr(p, cx)?;
+                }
+                self.scopes.pop_level();
+                Ok(())
+            }
+            Statement::Deallocate { .. } => self.no_data("DEALLOCATE"),
+            Statement::Declare { stmts } => {
+                self.kind("DECLARE");
+                let [d] = stmts.as_slice() else {
+                    return Err(unsupported("DECLARE of several names"));
+                };
+                match (&d.declare_type, &d.for_query) {
+                    (Some(DeclareType::Cursor), Some(q)) if d.assignment.is_none() => {
+                        let out = self.query(q, Role::Top)?;
+                        self.emit(&out, Role::Top);
+                        Ok(())
+                    }
+                    _ => Err(unsupported("DECLARE form")),
+                }
+            }
+            Statement::Fetch { into: None, .. } => self.no_data("FETCH"),
+            Statement::Close { .. } => self.no_data("CLOSE"),
+            Statement::StartTransaction {
+                statements,
+                exception,
+                ..
+            } => {
+                if !statements.is_empty() || exception.is_some() {
+                    return Err(unsupported("BEGIN ... END block"));
+                }
+                self.no_data("BEGIN")
+            }
+            Statement::Commit { .. } => self.no_data("COMMIT"),
+            Statement::Rollback { .. } => self.no_data("ROLLBACK"),
+            Statement::Savepoint { .. } => self.no_data("SAVEPOINT"),
+            Statement::ReleaseSavepoint { .. } => self.no_data("RELEASE"),
+            Statement::ShowVariable { .. } => self.no_data("SHOW"),
+            Statement::LISTEN { .. } => self.no_data("LISTEN"),
+            Statement::UNLISTEN { .. } => self.no_data("UNLISTEN"),
+            Statement::NOTIFY { .. } => self.no_data("NOTIFY"),
+            Statement::Discard { .. } => self.no_data("DISCARD"),
+            Statement::Set(set) => self.set(set),
+            Statement::Reset(r) => self.reset(&r.reset),
+            Statement::CreateView(cv) => {
+                self.kind(if cv.materialized {
+                    "CREATE MATERIALIZED VIEW"
+                } else {
+                    "CREATE VIEW"
+                });
+                self.need(Grant::Ddl, "CREATE VIEW");
+                let out = self.query(&cv.query, Role::Ddl)?;
+                self.emit(&out, Role::Ddl);
+                Ok(())
+            }
+            Statement::CreateTable(ct) => {
+                self.kind("CREATE TABLE");
+                self.need(Grant::Ddl, "CREATE TABLE");
+                if let Some(q) = &ct.query {
+                    let out = self.query(q, Role::Ddl)?;
+                    self.emit(&out, Role::Ddl);
+                }
+                Ok(())
+            }
+            Statement::CreateIndex(ci) => {
+                self.kind("CREATE INDEX");
+                self.need(Grant::Ddl, "CREATE INDEX");
+                let rel = self.catalog_relation(&name_parts(&ci.table_name)?)?;
+                let rte = self.plain_rte(rel, None);
+                self.scopes.push_level(Level {
+                    nodes: vec![Node::Rte(rte)],
+                    hidden: false,
+                });
+                let cx = Cx::new(Clause::Ddl, "CREATE INDEX");
+                for c in &ci.columns {
+                    self.expr(&c.column.expr, cx)?;
+                }
+                for i in &ci.include {
+                    self.expr(&sqlparser::ast::Expr::Identifier(i.clone()), cx)?;
+                }
+                if let Some(p) = &ci.predicate {
+                    self.expr(p, cx)?;
+                }
+                self.scopes.pop_level();
+                Ok(())
+            }
+            Statement::AlterTable(at) => {
+                self.kind("ALTER TABLE");
+                self.need(Grant::Ddl, "ALTER TABLE");
+                self.alter_table(&at.name, &at.operations)
+            }
+            Statement::AlterSchema(s) => {
+                self.kind("ALTER SCHEMA");
+                self.need(Grant::Ddl, "ALTER SCHEMA");
+                let parts = name_parts(&s.name)?;
+                for op in &s.operations {
+                    if matches!(op, AlterSchemaOperation::Rename { .. }) {
+                        if let Some(schema) = parts.last() {
+                            // Renaming a schema renames every relation in it.
+                            let tagged: Vec<QualifiedName> = self
+                                .env
+                                .policy
+                                .relations
+                                .keys()
+                                .filter(|q| &q.schema == schema)
+                                .cloned()
+                                .collect();
+                            for q in tagged {
+                                self.out.ddl_columns.push((q, None));
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Statement::Drop { .. }
+            | Statement::DropFunction(_)
+            | Statement::DropDomain(_)
+            | Statement::DropPolicy(_)
+            | Statement::DropTrigger(_)
+            | Statement::DropExtension(_)
+            | Statement::DropOperator(_)
+            | Statement::DropOperatorFamily(_)
+            | Statement::DropOperatorClass(_)
+            | Statement::DropProcedure { .. } => {
+                self.kind("DROP");
+                self.need(Grant::Ddl, "DROP");
+                Ok(())
+            }
+            Statement::Truncate(_) => self.ddl("TRUNCATE"),
+            Statement::Comment { .. } => self.ddl("COMMENT"),
+            Statement::Grant(_) => self.ddl("GRANT"),
+            Statement::Revoke(_) => self.ddl("REVOKE"),
+            Statement::Vacuum(_) => self.ddl("VACUUM"),
+            Statement::Analyze(_) => self.ddl("ANALYZE"),
+            Statement::Lock(_) => self.ddl("LOCK"),
+            Statement::CreateSchema { .. } => self.ddl("CREATE SCHEMA"),
+            Statement::CreateSequence { .. } => self.ddl("CREATE SEQUENCE"),
+            Statement::CreateType { .. } => self.ddl("CREATE TYPE"),
+            Statement::CreateDomain(_) => self.ddl("CREATE DOMAIN"),
+            Statement::CreateRole(_) => self.ddl("CREATE ROLE"),
+            Statement::AlterRole { .. } => self.ddl("ALTER ROLE"),
+            Statement::CreatePolicy(_) => self.ddl("CREATE POLICY"),
+            Statement::AlterPolicy(_) => self.ddl("ALTER POLICY"),
+            Statement::AlterType(_) => self.ddl("ALTER TYPE"),
+            Statement::AlterIndex { .. } => self.ddl("ALTER INDEX"),
+            Statement::CreateDatabase { .. } => self.ddl("CREATE DATABASE"),
+            Statement::CreateFunction(_) => self.procedural("CREATE FUNCTION"),
+            Statement::CreateProcedure { .. } => self.procedural("CREATE PROCEDURE"),
+            Statement::CreateTrigger(_) => self.procedural("CREATE TRIGGER"),
+            Statement::AlterFunction(_) => self.procedural("ALTER FUNCTION"),
+            Statement::CreateExtension(_) => self.procedural("CREATE EXTENSION"),
+            Statement::CreateServer(_) => self.procedural("CREATE SERVER"),
+            Statement::Call(_) => self.procedural("CALL"),
+            _ => Err(unsupported("statement kind")),
+        }
+    }
+
+    fn ddl(&mut self, kind: &str) -> Result<(), AnalyseError> {
+        self.kind(kind);
+        self.need(Grant::Ddl, kind);
+        Ok(())
+    }
+
+    fn procedural(&mut self, kind: &str) -> Result<(), AnalyseError> {
+        self.kind(kind);
+        self.need(Grant::ProceduralCode, kind);
+        Ok(())
+    }
+
+    /// Record what the consumer of a query's output does with it.
+    pub fn emit(&mut self, out: &RelOut, role: Role) {
+        match role {
+            Role::Derived => {}
+            Role::SubqueryExpr | Role::WriteSource | Role::Ddl => {
+                let (clause, place) = match role {
+                    Role::SubqueryExpr => (Clause::Subquery, "a subquery"),
+                    Role::WriteSource => (Clause::WriteSource, "INSERT ... SELECT"),
+                    _ => (Clause::Ddl, "the query of a DDL statement"),
+                };
+                for c in &out.columns {
+                    self.record(&c.sources, clause, place);
+                }
+            }
+            Role::Top => self.emit_top(out),
+        }
+    }
+
+    fn emit_top(&mut self, out: &RelOut) {
+        let mut targets: Vec<SlotTarget> = Vec::new();
+        match &out.items {
+            Some(items) => {
+                for item in items {
+                    match item {
+                        ItemOut::Bare(r) => targets.push(SlotTarget::Item(*r)),
+                        ItemOut::Expr => targets.push(SlotTarget::Fixed),
+                        ItemOut::Star { range, cols } => {
+                            let group = self.out.star_groups.len();
+                            let first_slot = self.out.slots.len() + targets.len();
+                            self.out.star_groups.push(StarGroup {
+                                range: *range,
+                                columns: cols
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, (q, c))| (q.clone(), c.name.clone(), first_slot + i))
+                                    .collect(),
+                            });
+                            targets.extend(cols.iter().map(|_| SlotTarget::Star(group)));
+                        }
+                    }
+                }
+            }
+            None => targets.extend(out.columns.iter().map(|_| SlotTarget::Fixed)),
+        }
+        for (c, target) in out.columns.iter().zip(targets) {
+            let slot = self.out.slots.len();
+            let mask_type = if target == SlotTarget::Fixed {
+                None
+            } else {
+                c.direct.clone()
+            };
+            self.out.slots.push(OutputSlot {
+                name: c.name.clone(),
+                mask_type,
+                target,
+            });
+            self.out.output_names.push(c.name.clone());
+            for key in &c.sources {
+                self.out.uses.push(super::Use {
+                    key: key.clone(),
+                    clause: Clause::Output,
+                    place: "the output",
+                    slot: Some(slot),
+                });
+            }
+        }
+    }
+
+    /// A range-table entry for a catalog relation used as a write target or DDL subject:
+    /// tables by their columns, views through their definitions.
+    fn plain_rte(&mut self, rel: &Relation, alias: Option<&Ident>) -> usize {
+        let columns = self.relation_columns(rel, None);
+        self.scopes.add_rte(Rte {
+            refname: Some(alias.map(fold).unwrap_or_else(|| rel.name.name.clone())),
+            schema: alias.is_none().then(|| rel.name.schema.clone()),
+            columns,
+            opaque: false,
+            system_columns: true,
+            kind: RteKind::Relation(rel.name.clone()),
+        })
+    }
+
+    fn write_target(
+        &mut self,
+        name: &ObjectName,
+        alias: Option<&Ident>,
+    ) -> Result<Target<'e>, AnalyseError> {
+        let rel = self.catalog_relation(&name_parts(name)?)?;
+        if is_system_schema(&rel.name.schema) {
+            self.refuse(format!("writing to system relation {}", rel.name));
+        }
+        let rte = match rel.kind {
+            RelationKind::View | RelationKind::MaterializedView => {
+                let info = self.view_info(rel)?;
+                self.out.uses.extend(info.uses.iter().cloned());
+                self.out.grants.extend(info.grants.iter().cloned());
+                self.out.refusals.extend(info.refusals.iter().cloned());
+                if info.scans.iter().any(|s| {
+                    !self
+                        .env
+                        .policy
+                        .row_filters(&s.relation, self.env.purpose)
+                        .is_empty()
+                }) {
+                    self.refuse(format!(
+                        "writing through view {} over a row-filtered table",
+                        rel.name
+                    ));
+                }
+                self.scopes.add_rte(Rte {
+                    refname: Some(alias.map(fold).unwrap_or_else(|| rel.name.name.clone())),
+                    schema: alias.is_none().then(|| rel.name.schema.clone()),
+                    columns: info.columns.clone(),
+                    opaque: false,
+                    system_columns: false,
+                    kind: RteKind::View(rel.name.clone()),
+                })
+            }
+            _ => self.plain_rte(rel, alias),
+        };
+        Ok(Target { rel, rte })
+    }
+
+    /// The target's column named `name` (SET / INSERT column lists; `col.field` and
+    /// `col[1]` write the column `col`).
+    fn target_column(&self, t: &Target<'_>, name: &ObjectName) -> Result<ColInfo, AnalyseError> {
+        let parts = name_parts(name)?;
+        let first = parts
+            .first()
+            .ok_or_else(|| unsupported("empty column name"))?;
+        self.scopes.rtes[t.rte]
+            .columns
+            .iter()
+            .find(|c| &c.name == first)
+            .cloned()
+            .ok_or_else(|| AnalyseError::UnknownColumn(format!("{}.{first}", t.rel.name)))
+    }
+
+    fn filters_of(&self, rel: &Relation) -> Vec<&'e str> {
+        self.env.policy.row_filters(&rel.name, self.env.purpose)
+    }
+
+    fn assignments(&mut self, t: &Target<'_>, list: &[Assignment]) -> Result<(), AnalyseError> {
+        for a in list {
+            let names: Vec<&ObjectName> = match &a.target {
+                AssignmentTarget::ColumnName(n) => vec![n],
+                AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+            };
+            for n in names {
+                let c = self.target_column(t, n)?;
+                self.record(&c.sources, Clause::Write, "SET");
+            }
+            self.expr(&a.value, Cx::new(Clause::WriteSource, "a SET expression"))?;
+        }
+        Ok(())
+    }
+
+    fn returning(&mut self, items: Option<&Vec<SelectItem>>) -> Result<RelOut, AnalyseError> {
+        match items {
+            None => Ok(RelOut::default()),
+            Some(items) => {
+                let (columns, outs) = self.projection(items)?;
+                Ok(RelOut {
+                    columns,
+                    items: Some(outs),
+                })
+            }
+        }
+    }
+
+    fn insert(&mut self, ins: &sqlparser::ast::Insert) -> Result<RelOut, AnalyseError> {
+        if !ins.optimizer_hints.is_empty()
+            || ins.or.is_some()
+            || ins.ignore
+            || ins.overwrite
+            || ins.partitioned.is_some()
+            || !ins.after_columns.is_empty()
+            || ins.output.is_some()
+            || ins.replace_into
+            || ins.priority.is_some()
+            || ins.insert_alias.is_some()
+            || ins.settings.is_some()
+            || ins.format_clause.is_some()
+            || ins.multi_table_insert_type.is_some()
+            || !ins.multi_table_into_clauses.is_empty()
+            || !ins.multi_table_when_clauses.is_empty()
+            || ins.multi_table_else_clause.is_some()
+            || !ins.assignments.is_empty()
+        {
+            return Err(unsupported("non-Postgres INSERT form"));
+        }
+        let TableObject::TableName(name) = &ins.table else {
+            return Err(unsupported("INSERT INTO a function"));
+        };
+        let alias = ins.table_alias.as_ref().map(|a| &a.alias);
+        let t = self.write_target(name, alias)?;
+        // The source is analysed without the target in scope.
+        let width = match &ins.source {
+            None => 0,
+            Some(q) => match q.body.as_ref() {
+                SetExpr::Values(v) if q.with.is_none() => {
+                    self.insert_values(v)?;
+                    v.rows.first().map(|r| r.len()).unwrap_or(0)
+                }
+                _ => {
+                    let out = self.query(q, Role::WriteSource)?;
+                    self.emit(&out, Role::WriteSource);
+                    out.columns.len()
+                }
+            },
+        };
+        let written: Vec<ColInfo> = if ins.columns.is_empty() {
+            self.scopes.rtes[t.rte]
+                .columns
+                .iter()
+                .take(width)
+                .cloned()
+                .collect()
+        } else {
+            ins.columns
+                .iter()
+                .map(|c| self.target_column(&t, c))
+                .collect::<Result<_, _>>()?
+        };
+        for c in &written {
+            self.record(&c.sources, Clause::Write, "INSERT");
+        }
+        let mut level_nodes = vec![Node::Rte(t.rte)];
+        if let Some(on) = &ins.on {
+            let OnInsert::OnConflict(oc) = on else {
+                return Err(unsupported("ON DUPLICATE KEY"));
+            };
+            match &oc.conflict_target {
+                None | Some(ConflictTarget::OnConstraint(_)) => {}
+                Some(ConflictTarget::Columns(cols)) => {
+                    for c in cols {
+                        let col = self.target_column(&t, &ObjectName::from(c.clone()))?;
+                        self.record(&col.sources, Clause::Predicate, "ON CONFLICT");
+                    }
+                }
+            }
+            if let OnConflictAction::DoUpdate(du) = &oc.action {
+                if !self.filters_of(t.rel).is_empty() {
+                    self.refuse(format!(
+                        "INSERT ... ON CONFLICT DO UPDATE on row-filtered table {}",
+                        t.rel.name
+                    ));
+                }
+                self.out.write_targets.push(WriteTarget {
+                    relation: t.rel.name.clone(),
+                    kind: WriteKind::InsertOnConflictUpdate,
+                    stmt_start: 0,
+                    already_filtered: false,
+                });
+                let excluded = self.scopes.add_rte(Rte {
+                    refname: Some("excluded".into()),
+                    schema: None,
+                    columns: self.scopes.rtes[t.rte].columns.clone(),
+                    opaque: false,
+                    system_columns: false,
+                    kind: RteKind::Excluded,
+                });
+                level_nodes.push(Node::Rte(excluded));
+                self.scopes.push_level(Level {
+                    nodes: level_nodes.clone(),
+                    hidden: false,
+                });
+                self.assignments(&t, &du.assignments)?;
+                if let Some(w) = &du.selection {
+                    self.expr(w, Cx::new(Clause::Predicate, "ON CONFLICT ... WHERE"))?;
+                }
+                self.scopes.pop_level();
+                level_nodes.truncate(1);
+            }
+        }
+        self.scopes.push_level(Level {
+            nodes: level_nodes,
+            hidden: false,
+        });
+        let out = self.returning(ins.returning.as_ref());
+        self.scopes.pop_level();
+        out
+    }
+
+    fn insert_values(&mut self, v: &Values) -> Result<(), AnalyseError> {
+        self.scopes.push_level(Level::default());
+        let cx = Cx::new(Clause::WriteSource, "INSERT ... VALUES");
+        for row in &v.rows {
+            for e in row.iter() {
+                self.expr(e, cx)?;
+            }
+        }
+        self.scopes.pop_level();
+        Ok(())
+    }
+
+    fn already_filtered(
+        &mut self,
+        rel: &Relation,
+        selection: Option<&sqlparser::ast::Expr>,
+    ) -> Result<bool, AnalyseError> {
+        let filters = self.filters_of(rel);
+        if filters.is_empty() {
+            return Ok(false);
+        }
+        let Some(expected) = super::views::filter_expr(&filters) else {
+            return Err(unsupported("row filter does not parse"));
+        };
+        let Some(sel) = selection else {
+            return Ok(false);
+        };
+        use sqlparser::ast::{BinaryOperator, Expr};
+        let filter_part = if *sel == expected {
+            Some(sel)
+        } else {
+            match sel {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::And,
+                    right,
+                } if matches!(left.as_ref(), Expr::Nested(_))
+                    && matches!(right.as_ref(), Expr::Nested(r) if **r == expected) =>
+                {
+                    Some(right.as_ref())
+                }
+                _ => None,
+            }
+        };
+        match filter_part {
+            Some(f) => {
+                self.check_filter_resolves(rel, f)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The WHERE of a write, with the policy's filter part (if it is already there) not
+    /// counted as the service's use.
+    fn write_where(
+        &mut self,
+        rel: &Relation,
+        selection: Option<&sqlparser::ast::Expr>,
+        filtered: bool,
+    ) -> Result<(), AnalyseError> {
+        use sqlparser::ast::{BinaryOperator, Expr};
+        let Some(sel) = selection else {
+            return Ok(());
+        };
+        let cx = Cx::new(Clause::Predicate, "WHERE");
+        if !filtered {
+            self.expr(sel, cx)?;
+            return Ok(());
+        }
+        let _ = rel;
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            ..
+        } = sel
+        {
+            self.expr(left, cx)?;
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, u: &sqlparser::ast::Update) -> Result<RelOut, AnalyseError> {
+        if !u.optimizer_hints.is_empty()
+            || u.or.is_some()
+            || u.output.is_some()
+            || !u.order_by.is_empty()
+            || u.limit.is_some()
+            || !u.table.joins.is_empty()
+        {
+            return Err(unsupported("non-Postgres UPDATE form"));
+        }
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = &u.table.relation
+        else {
+            return Err(unsupported("UPDATE target"));
+        };
+        if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+            return Err(unsupported("UPDATE alias with columns"));
+        }
+        let t = self.write_target(name, alias.as_ref().map(|a| &a.name))?;
+        self.scopes.push_level(Level {
+            nodes: vec![Node::Rte(t.rte)],
+            hidden: true,
+        });
+        match &u.from {
+            None => {}
+            Some(UpdateTableFromKind::AfterSet(items)) => {
+                for twj in items {
+                    let node = self.from_item(twj)?;
+                    if let Some(l) = self.scopes.current_mut() {
+                        l.nodes.push(node);
+                    }
+                }
+            }
+            Some(UpdateTableFromKind::BeforeSet(_)) => {
+                return Err(unsupported("UPDATE FROM before SET"))
+            }
+        }
+        if let Some(l) = self.scopes.current_mut() {
+            l.hidden = false;
+        }
+        self.assignments(&t, &u.assignments)?;
+        let filtered = self.already_filtered(t.rel, u.selection.as_ref())?;
+        self.write_where(t.rel, u.selection.as_ref(), filtered)?;
+        let start = self.range(u.update_token.0.span)?.0;
+        self.out.write_targets.push(WriteTarget {
+            relation: t.rel.name.clone(),
+            kind: WriteKind::Update,
+            stmt_start: start,
+            already_filtered: filtered,
+        });
+        let out = self.returning(u.returning.as_ref());
+        self.scopes.pop_level();
+        out
+    }
+
+    fn delete(&mut self, d: &sqlparser::ast::Delete) -> Result<RelOut, AnalyseError> {
+        if !d.optimizer_hints.is_empty()
+            || !d.tables.is_empty()
+            || d.output.is_some()
+            || !d.order_by.is_empty()
+            || d.limit.is_some()
+        {
+            return Err(unsupported("non-Postgres DELETE form"));
+        }
+        let items = match &d.from {
+            FromTable::WithFromKeyword(v) => v,
+            FromTable::WithoutKeyword(_) => return Err(unsupported("DELETE without FROM")),
+        };
+        let [twj] = items.as_slice() else {
+            return Err(unsupported("DELETE from several tables"));
+        };
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = &twj.relation
+        else {
+            return Err(unsupported("DELETE target"));
+        };
+        if !twj.joins.is_empty() || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+            return Err(unsupported("DELETE target form"));
+        }
+        let t = self.write_target(name, alias.as_ref().map(|a| &a.name))?;
+        self.scopes.push_level(Level {
+            nodes: vec![Node::Rte(t.rte)],
+            hidden: true,
+        });
+        if let Some(using) = &d.using {
+            for twj in using {
+                let node = self.from_item(twj)?;
+                if let Some(l) = self.scopes.current_mut() {
+                    l.nodes.push(node);
+                }
+            }
+        }
+        if let Some(l) = self.scopes.current_mut() {
+            l.hidden = false;
+        }
+        let filtered = self.already_filtered(t.rel, d.selection.as_ref())?;
+        self.write_where(t.rel, d.selection.as_ref(), filtered)?;
+        let start = self.range(d.delete_token.0.span)?.0;
+        self.out.write_targets.push(WriteTarget {
+            relation: t.rel.name.clone(),
+            kind: WriteKind::Delete,
+            stmt_start: start,
+            already_filtered: filtered,
+        });
+        let out = self.returning(d.returning.as_ref());
+        self.scopes.pop_level();
+        out
+    }
+
+    /// A data-modifying statement inside WITH: its RETURNING columns pass through.
+    pub fn dml_in_cte(&mut self, stmt: &Statement) -> Result<RelOut, AnalyseError> {
+        let out = match stmt {
+            Statement::Insert(i) => self.insert(i)?,
+            Statement::Update(u) => self.update(u)?,
+            Statement::Delete(d) => self.delete(d)?,
+            _ => return Err(unsupported("statement in WITH")),
+        };
+        Ok(RelOut {
+            columns: out.columns,
+            items: None,
+        })
+    }
+
+    fn merge(&mut self, m: &sqlparser::ast::Merge) -> Result<(), AnalyseError> {
+        use sqlparser::ast::{MergeAction, MergeInsertKind, MergeUpdateKind};
+        if !m.optimizer_hints.is_empty() || m.output.is_some() {
+            return Err(unsupported("MERGE form"));
+        }
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = &m.table
+        else {
+            return Err(unsupported("MERGE target"));
+        };
+        let t = self.write_target(name, alias.as_ref().map(|a| &a.name))?;
+        if !self.filters_of(t.rel).is_empty() {
+            self.refuse(format!("MERGE into row-filtered table {}", t.rel.name));
+        }
+        self.out.write_targets.push(WriteTarget {
+            relation: t.rel.name.clone(),
+            kind: WriteKind::Merge,
+            stmt_start: 0,
+            already_filtered: false,
+        });
+        self.scopes.push_level(Level {
+            nodes: vec![Node::Rte(t.rte)],
+            hidden: true,
+        });
+        let source = self.from_item(&sqlparser::ast::TableWithJoins {
+            relation: m.source.clone(),
+            joins: Vec::new(),
+        })?;
+        if let Some(l) = self.scopes.current_mut() {
+            l.nodes.push(source);
+            l.hidden = false;
+        }
+        self.expr(&m.on, Cx::new(Clause::Join, "MERGE ... ON"))?;
+        for clause in &m.clauses {
+            if let Some(p) = &clause.predicate {
+                self.expr(p, Cx::new(Clause::Predicate, "MERGE ... WHEN"))?;
+            }
+            match &clause.action {
+                MergeAction::Update(u) => {
+                    if u.update_predicate.is_some() || u.delete_predicate.is_some() {
+                        return Err(unsupported("MERGE UPDATE predicate"));
+                    }
+                    match &u.kind {
+                        MergeUpdateKind::Set(list) => self.assignments(&t, list)?,
+                        MergeUpdateKind::Wildcard => return Err(unsupported("UPDATE *")),
+                    }
+                }
+                MergeAction::Insert(ins) => {
+                    if ins.insert_predicate.is_some() {
+                        return Err(unsupported("MERGE INSERT predicate"));
+                    }
+                    let cols: Vec<ColInfo> = if ins.columns.is_empty() {
+                        self.scopes.rtes[t.rte].columns.clone()
+                    } else {
+                        ins.columns
+                            .iter()
+                            .map(|c| self.target_column(&t, c))
+                            .collect::<Result<_, _>>()?
+                    };
+                    for c in &cols {
+                        self.record(&c.sources, Clause::Write, "MERGE INSERT");
+                    }
+                    match &ins.kind {
+                        MergeInsertKind::Values(v) => {
+                            let cx = Cx::new(Clause::WriteSource, "MERGE INSERT VALUES");
+                            for row in &v.rows {
+                                for e in row.iter() {
+                                    self.expr(e, cx)?;
+                                }
+                            }
+                        }
+                        _ => return Err(unsupported("MERGE INSERT form")),
+                    }
+                }
+                MergeAction::Delete { .. } | MergeAction::DoNothing { .. } => {}
+            }
+        }
+        self.scopes.pop_level();
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+    ) -> Result<(), AnalyseError> {
+        match target {
+            CopyTarget::Stdout if to => {}
+            CopyTarget::Stdin if !to => {}
+            CopyTarget::File { .. } | CopyTarget::Program { .. } => {
+                self.refuse("COPY to or from a server file or program");
+                return Ok(());
+            }
+            _ => return Err(unsupported("COPY direction")),
+        }
+        match source {
+            CopySource::Query(q) => {
+                if !to {
+                    return Err(unsupported("COPY (query) FROM"));
+                }
+                let out = self.query(q, Role::Top)?;
+                self.emit(&out, Role::Top);
+                Ok(())
+            }
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let rel = self.catalog_relation(&name_parts(table_name)?)?;
+                if !matches!(
+                    rel.kind,
+                    RelationKind::Table | RelationKind::PartitionedTable
+                ) {
+                    return Err(unsupported("COPY of a relation that is not a table"));
+                }
+                let all = self.relation_columns(rel, None);
+                let chosen: Vec<ColInfo> = if columns.is_empty() {
+                    all
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| {
+                            let n = fold(c);
+                            all.iter().find(|x| x.name == n).cloned().ok_or_else(|| {
+                                AnalyseError::UnknownColumn(format!("{}.{n}", rel.name))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?
+                };
+                if !to {
+                    self.need(Grant::CopyFrom, "COPY ... FROM");
+                    if is_system_schema(&rel.name.schema) {
+                        self.refuse(format!("writing to system relation {}", rel.name));
+                    }
+                    for c in &chosen {
+                        self.record(&c.sources, Clause::Write, "COPY ... FROM");
+                    }
+                    return Ok(());
+                }
+                let idents = name_idents(table_name)?;
+                let mut span = idents
+                    .iter()
+                    .map(|i| i.span)
+                    .reduce(|a, b| a.union(&b))
+                    .ok_or_else(|| unsupported("empty table name"))?;
+                if let Some(last) = columns.last() {
+                    span = span.union(&last.span);
+                }
+                let mut range = self.range(span)?;
+                if !columns.is_empty() {
+                    // Include the closing parenthesis of the column list.
+                    let rest = &self.text()[range.1..];
+                    let skip = rest.len() - rest.trim_start().len();
+                    if rest.trim_start().starts_with(')') {
+                        range.1 += skip + 1;
+                    } else {
+                        return Err(unsupported("COPY column list"));
+                    }
+                }
+                let mut plan_cols = Vec::new();
+                for c in &chosen {
+                    let slot = self.out.slots.len();
+                    self.out.slots.push(OutputSlot {
+                        name: c.name.clone(),
+                        mask_type: c.direct.clone(),
+                        target: SlotTarget::Copy,
+                    });
+                    self.out.output_names.push(c.name.clone());
+                    for key in &c.sources {
+                        self.out.uses.push(super::Use {
+                            key: key.clone(),
+                            clause: Clause::Output,
+                            place: "COPY ... TO",
+                            slot: Some(slot),
+                        });
+                    }
+                    plan_cols.push((c.name.clone(), slot));
+                }
+                self.out.copy = Some(CopyPlan {
+                    relation: rel.name.clone(),
+                    range,
+                    columns: plan_cols,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn set(&mut self, set: &Set) -> Result<(), AnalyseError> {
+        self.kind("SET");
+        self.out.no_data = true;
+        match set {
+            Set::SingleAssignment { variable, .. } => {
+                let name = name_parts(variable)?.join(".");
+                self.parameter(&name);
+                Ok(())
+            }
+            Set::SetRole { .. } => {
+                self.need(Grant::SessionControl, "SET ROLE");
+                Ok(())
+            }
+            Set::SetSessionAuthorization(_) => {
+                self.need(Grant::SessionControl, "SET SESSION AUTHORIZATION");
+                Ok(())
+            }
+            Set::SetTimeZone { .. } | Set::SetTransaction { .. } => Ok(()),
+            Set::SetNames { .. } | Set::SetNamesDefault {} => {
+                self.refuse("parameter client_encoding is pinned by the proxy");
+                Ok(())
+            }
+            _ => Err(unsupported("SET form")),
+        }
+    }
+
+    fn parameter(&mut self, name: &str) {
+        if PINNED_PARAMETERS.contains(&name) {
+            self.refuse(format!("parameter {name} is pinned by the proxy"));
+        } else if SESSION_CONTROL_PARAMETERS.contains(&name) {
+            self.need(Grant::SessionControl, format!("changing {name}"));
+        }
+    }
+
+    fn reset(&mut self, r: &Reset) -> Result<(), AnalyseError> {
+        self.kind("RESET");
+        self.out.no_data = true;
+        match r {
+            Reset::ALL => Ok(()),
+            Reset::SessionAuthorization => {
+                self.need(Grant::SessionControl, "RESET SESSION AUTHORIZATION");
+                Ok(())
+            }
+            Reset::ConfigurationParameter(n) => {
+                let name = name_parts(n)?.join(".");
+                self.parameter(&name);
+                Ok(())
+            }
+        }
+    }
+
+    fn alter_table(
+        &mut self,
+        name: &ObjectName,
+        ops: &[AlterTableOperation],
+    ) -> Result<(), AnalyseError> {
+        let parts = name_parts(name)?;
+        // The table may not be in the snapshot yet (created in this transaction): judge every
+        // relation the name could denote.
+        let candidates: Vec<QualifiedName> = match parts.as_slice() {
+            [n] => {
+                let mut v: Vec<QualifiedName> = self
+                    .env
+                    .catalog
+                    .search_path
+                    .iter()
+                    .map(|s| QualifiedName::new(s.as_str(), n.as_str()))
+                    .collect();
+                if let Some(r) = self.env.catalog.resolve_unqualified(n) {
+                    v.push(r.name.clone());
+                }
+                v
+            }
+            [s, n] => vec![QualifiedName::new(s.as_str(), n.as_str())],
+            _ => return Err(unsupported("ALTER TABLE name")),
+        };
+        for op in ops {
+            let cols: Vec<Option<String>> = match op {
+                AlterTableOperation::RenameColumn {
+                    old_column_name, ..
+                } => vec![Some(fold(old_column_name))],
+                AlterTableOperation::RenameTable { .. } => vec![None],
+                AlterTableOperation::DropColumn { column_names, .. } => {
+                    column_names.iter().map(|c| Some(fold(c))).collect()
+                }
+                AlterTableOperation::AlterColumn { column_name, .. } => {
+                    vec![Some(fold(column_name))]
+                }
+                AlterTableOperation::ChangeColumn { .. }
+                | AlterTableOperation::ModifyColumn { .. } => {
+                    return Err(unsupported("ALTER TABLE operation"))
+                }
+                _ => Vec::new(),
+            };
+            for c in cols {
+                for q in &candidates {
+                    self.out.ddl_columns.push((q.clone(), c.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

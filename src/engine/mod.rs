@@ -1,0 +1,533 @@
+//! The pure decision engine: SQL text + catalog snapshot + compiled policy + session →
+//! [`Decision`]. No I/O.
+//!
+//! The path a text takes through [`decide`]:
+//! 1. [`lexing`]: tokenize (refusing constructs Postgres and the parser read differently),
+//!    split into statements, bound operator chains;
+//! 2. parse each statement with sqlparser (PostgreSQL dialect, recursion limit kept);
+//! 3. [`analyse`]: resolve every name and record every column use with its clause, the scans
+//!    row filters must wrap and the output items masks could replace;
+//! 4. [`decide`](mod@decide): check uses, grants and refusals against the policy;
+//! 5. [`rewrite`]: build token-anchored edits of the original text, apply them, and decide the
+//!    rewritten text again, blocking unless it comes out allowed with the same output columns.
+
+pub mod analyse;
+pub mod decide;
+pub mod lexing;
+pub mod pinned;
+pub mod report;
+pub mod rewrite;
+pub mod shape;
+
+pub use report::{
+    Clause, ColumnUse, Decision, MaskedColumn, Report, RowFilterApplied, Rule, StatementReport,
+};
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::catalog::Catalog;
+use crate::error::{sqlstate, PgError};
+use crate::policy::{CompiledPolicy, Grant, Service};
+
+use analyse::{Env, StatementAnalysis};
+use decide::Verdict;
+use lexing::{Edit, Lexed, TokKind};
+
+/// Who runs the statement, as established by authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    pub service: &'a Service,
+    pub purpose: &'a str,
+}
+
+/// Longest run of tokens at one parenthesis depth without a comma. Longer runs build
+/// left-deep expression trees whose recursive drop can overflow a thread's stack.
+pub const MAX_TOKEN_RUN: usize = 10_000;
+
+fn blocked(error: PgError, report: Report) -> Decision {
+    Decision::Block { error, report }
+}
+
+fn unanalysable(why: impl Into<String>, report: Report) -> Decision {
+    let why = why.into();
+    let mut report = report;
+    let mut st = StatementReport::new("UNKNOWN");
+    st.rule = Rule::Unanalysable(why.clone());
+    report.statements.push(st);
+    blocked(
+        PgError::forbidden(format!(
+            "purpose policy cannot analyse this statement: {why}"
+        ))
+        .with_hint("the proxy blocks statements it cannot analyse with certainty"),
+        report,
+    )
+}
+
+fn check_token_runs(lexed: &Lexed) -> Result<(), String> {
+    let mut runs: Vec<usize> = vec![0];
+    for t in &lexed.tokens {
+        let text = &lexed.sql[t.start..t.end];
+        match text {
+            "(" | "[" => {
+                if let Some(top) = runs.last_mut() {
+                    *top += 1;
+                }
+                runs.push(0);
+            }
+            ")" | "]" => {
+                if runs.len() > 1 {
+                    runs.pop();
+                }
+            }
+            "," => {
+                if let Some(top) = runs.last_mut() {
+                    *top = 0;
+                }
+            }
+            _ if t.kind == TokKind::Semicolon => runs = vec![0],
+            _ => {
+                if let Some(top) = runs.last_mut() {
+                    *top += 1;
+                    if *top > MAX_TOKEN_RUN {
+                        return Err("expression too long".into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Statements the parser does not read, recognised by their leading keywords.
+fn pre_parse(words: &[String]) -> Option<StatementAnalysis> {
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let mut a = StatementAnalysis::default();
+    match (w(0), w(1), w(2), w(3)) {
+        ("do", ..) => {
+            a.kind = "DO".into();
+            a.grants.push((Grant::ProceduralCode, "a DO block".into()));
+        }
+        ("move", ..) => {
+            a.kind = "MOVE".into();
+            a.no_data = true;
+        }
+        ("cluster", ..) | ("reindex", ..) | ("checkpoint", ..) => {
+            a.kind = w(0).to_ascii_uppercase();
+            a.grants.push((Grant::Ddl, a.kind.clone()));
+        }
+        ("create", "rule", ..) | ("create", "or", "replace", "rule") => {
+            a.kind = "CREATE RULE".into();
+            a.grants.push((Grant::ProceduralCode, "CREATE RULE".into()));
+        }
+        ("create", "event", "trigger", _) => {
+            a.kind = "CREATE EVENT TRIGGER".into();
+            a.grants
+                .push((Grant::ProceduralCode, "CREATE EVENT TRIGGER".into()));
+        }
+        _ => return None,
+    }
+    Some(a)
+}
+
+/// Decide what to do with a SQL text (one or several statements) sent by a session.
+pub fn decide(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    session: &SessionView<'_>,
+) -> Decision {
+    decide_inner(sql, catalog, policy, session, true)
+}
+
+struct Analysed {
+    base: usize,
+    analysis: StatementAnalysis,
+}
+
+fn decide_inner(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    session: &SessionView<'_>,
+    verify: bool,
+) -> Decision {
+    let mut report = Report::default();
+    if !session
+        .service
+        .purposes
+        .iter()
+        .any(|p| p == session.purpose)
+    {
+        return unanalysable(
+            "the session's purpose is not declared for its service",
+            report,
+        );
+    }
+    if catalog.relations.is_empty() {
+        return unanalysable("no catalog snapshot is loaded", report);
+    }
+    let lexed = match lexing::lex(sql) {
+        Ok(l) => l,
+        Err(e) => {
+            let mut st = StatementReport::new("UNKNOWN");
+            st.rule = Rule::Syntax;
+            report.statements.push(st);
+            return blocked(
+                PgError::error(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("purpose policy cannot read this statement: {e}"),
+                ),
+                report,
+            );
+        }
+    };
+    if let Err(why) = check_token_runs(&lexed) {
+        return unanalysable(why, report);
+    }
+    if let Err(e) = pinned::check_pinned_settings(&lexed) {
+        let mut st = StatementReport::new("UNKNOWN");
+        st.rule = Rule::Refused(e.to_string());
+        report.statements.push(st);
+        return blocked(
+            PgError::forbidden(format!("purpose policy refuses this statement: {e}")),
+            report,
+        );
+    }
+    let env = Env {
+        catalog,
+        policy,
+        purpose: session.purpose,
+    };
+    let mut analysed: Vec<Analysed> = Vec::new();
+    for range in lexing::split_statements(&lexed) {
+        let (Some(first), Some(last)) = (
+            lexed.tokens.get(range.start),
+            lexed.tokens.get(range.end.saturating_sub(1)),
+        ) else {
+            continue;
+        };
+        let (base, end) = (first.start, last.end);
+        let text = &sql[base..end];
+        let words: Vec<String> = lexed.tokens[range.clone()]
+            .iter()
+            .take(4)
+            .map(|t| sql[t.start..t.end].to_ascii_lowercase())
+            .collect();
+        let analysis = match pre_parse(&words) {
+            Some(a) => a,
+            None => {
+                let parsed = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(text)
+                    .and_then(|mut p| p.parse_statements());
+                let stmts = match parsed {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let mut st = StatementReport::new("UNKNOWN");
+                        st.rule = Rule::Syntax;
+                        report.statements.push(st);
+                        let why = match e {
+                            sqlparser::parser::ParserError::RecursionLimitExceeded => {
+                                "statement nesting is too deep".to_owned()
+                            }
+                            other => other.to_string(),
+                        };
+                        return blocked(
+                            PgError::error(
+                                sqlstate::SYNTAX_ERROR,
+                                format!("purpose policy cannot parse this statement: {why}"),
+                            ),
+                            report,
+                        );
+                    }
+                };
+                let [stmt] = stmts.as_slice() else {
+                    return unanalysable(
+                        "a statement did not parse as exactly one statement",
+                        report,
+                    );
+                };
+                match analyse::statements::analyse_statement(&env, text, stmt) {
+                    Ok(a) => a,
+                    Err(e) => return unanalysable(e.to_string(), report),
+                }
+            }
+        };
+        report.literal_sensitive |= analysis.literal_sensitive;
+        analysed.push(Analysed { base, analysis });
+    }
+
+    let mut edits: Vec<Edit> = Vec::new();
+    let mut rewritten = false;
+    for a in &analysed {
+        match decide::decide_statement(&a.analysis, &env, session.service) {
+            Verdict::Allow(st) => report.statements.push(st),
+            Verdict::Block(err, st) => {
+                report.statements.push(st);
+                return blocked(err, report);
+            }
+            Verdict::Rewrite(st, plan) => {
+                report.statements.push(st);
+                match rewrite::build_edits(&lexed, a.base, &a.analysis, &plan, &env) {
+                    Ok(e) => edits.extend(e),
+                    Err(e) => return unanalysable(format!("rewrite failed: {e}"), report),
+                }
+                rewritten = true;
+            }
+        }
+    }
+    if !rewritten {
+        return Decision::Allow(report);
+    }
+    if !verify {
+        return unanalysable("a rewritten statement needed another rewrite", report);
+    }
+    edits.sort_by_key(|e| (e.start_tok, e.end_tok));
+    let new_sql = match lexing::apply_edits(&lexed, &edits) {
+        Ok(s) => s,
+        Err(e) => return unanalysable(format!("rewrite failed: {e}"), report),
+    };
+    match decide_inner(&new_sql, catalog, policy, session, false) {
+        Decision::Allow(check) => {
+            let names_before: Vec<&Vec<String>> =
+                analysed.iter().map(|a| &a.analysis.output_names).collect();
+            let again = reanalysed_names(&new_sql, &env);
+            let same = again.as_ref().is_some_and(|n| {
+                n.len() == names_before.len() && n.iter().zip(&names_before).all(|(a, b)| a == *b)
+            });
+            if !same || check.statements.len() != report.statements.len() {
+                return unanalysable("the rewrite changed the output columns", report);
+            }
+            Decision::Rewrite {
+                sql: new_sql,
+                edits,
+                report,
+            }
+        }
+        Decision::Block { error, .. } => unanalysable(
+            format!("the rewrite did not verify ({})", error.message),
+            report,
+        ),
+        Decision::Rewrite { .. } => unanalysable("the rewrite did not verify", report),
+    }
+}
+
+/// Output names of every statement of a text (for verifying rewrites).
+fn reanalysed_names(sql: &str, env: &Env<'_>) -> Option<Vec<Vec<String>>> {
+    let lexed = lexing::lex(sql).ok()?;
+    let mut out = Vec::new();
+    for range in lexing::split_statements(&lexed) {
+        let first = lexed.tokens.get(range.start)?;
+        let last = lexed.tokens.get(range.end.checked_sub(1)?)?;
+        let text = &sql[first.start..last.end];
+        let words: Vec<String> = lexed.tokens[range.clone()]
+            .iter()
+            .take(4)
+            .map(|t| sql[t.start..t.end].to_ascii_lowercase())
+            .collect();
+        if let Some(a) = pre_parse(&words) {
+            out.push(a.output_names);
+            continue;
+        }
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).ok()?;
+        let [stmt] = stmts.as_slice() else {
+            return None;
+        };
+        out.push(
+            analyse::statements::analyse_statement(env, text, stmt)
+                .ok()?
+                .output_names,
+        );
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate as pgpurpose;
+    include!("../../tests/fixtures/example.rs");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{example_catalog, example_policy};
+    use super::*;
+    use crate::catalog::QualifiedName;
+    use crate::policy::{OutputAction, PolicyBuilder, UntaggedMode};
+
+    fn run(service: &str, sql: &str) -> Decision {
+        let catalog = example_catalog();
+        let policy = example_policy();
+        let svc = policy.service(service).unwrap().clone();
+        let purpose = svc.purposes[0].clone();
+        decide(
+            sql,
+            &catalog,
+            &policy,
+            &SessionView {
+                service: &svc,
+                purpose: &purpose,
+            },
+        )
+    }
+
+    fn uses(d: &Decision) -> Vec<(String, Clause)> {
+        d.report()
+            .statements
+            .iter()
+            .flat_map(|s| s.uses.iter())
+            .map(|u| (format!("{}.{}", u.table.name, u.column), u.clause))
+            .collect()
+    }
+
+    #[test]
+    fn every_clause_is_recorded_with_its_kind() {
+        let d = run(
+            "support-service",
+            "SELECT u.id FROM users u JOIN advertiser_list_entries e ON e.phone = u.phone_2fa \
+             WHERE u.country = 'NL' GROUP BY u.id, u.handle ORDER BY u.handle",
+        );
+        let u = uses(&d);
+        for want in [
+            ("users.phone_2fa", Clause::Join),
+            ("advertiser_list_entries.phone", Clause::Join),
+            ("users.country", Clause::Predicate),
+            ("users.handle", Clause::OrderBy),
+            ("users.handle", Clause::GroupBy),
+            ("users.id", Clause::Output),
+        ] {
+            assert!(
+                u.contains(&(want.0.to_owned(), want.1)),
+                "missing {want:?} in {u:?}"
+            );
+        }
+        // advertiser_list_entries is tagged for advertising only.
+        assert!(d.is_block());
+    }
+
+    #[test]
+    fn syntax_errors_are_42601_and_unknown_names_42501() {
+        let Decision::Block { error, .. } = run("analytics-service", "SELEC id FROM users") else {
+            panic!("expected block")
+        };
+        assert_eq!(error.code, "42601");
+        let Decision::Block { error, .. } = run("analytics-service", "SELECT nope FROM users")
+        else {
+            panic!("expected block")
+        };
+        assert_eq!(error.code, "42501");
+        assert!(error.message.contains("nope"), "{}", error.message);
+        assert!(run("analytics-service", "SELECT id FROM no_such_table").is_block());
+        assert!(run("analytics-service", "SELECT no_such_fn(id) FROM users").is_block());
+    }
+
+    #[test]
+    fn messages_carry_no_literal_values() {
+        let Decision::Block { error, .. } = run(
+            "analytics-service",
+            "SELECT id FROM users WHERE phone_2fa = '+31612345678'",
+        ) else {
+            panic!("expected block")
+        };
+        assert!(!error.message.contains("+3161"), "{}", error.message);
+        assert_eq!(error.hint.as_deref(), Some(decide::FORBIDDEN_HINT));
+    }
+
+    #[test]
+    fn undeclared_purpose_and_missing_catalog_block() {
+        let catalog = example_catalog();
+        let policy = example_policy();
+        let svc = policy.service("ads-service").unwrap();
+        let session = SessionView {
+            service: svc,
+            purpose: "security",
+        };
+        assert!(decide("SELECT 1", &catalog, &policy, &session).is_block());
+        let session = SessionView {
+            service: svc,
+            purpose: "advertising",
+        };
+        assert!(decide("SELECT 1", &Catalog::default(), &policy, &session).is_block());
+        assert!(decide("SELECT 1", &catalog, &policy, &session).is_allow());
+    }
+
+    #[test]
+    fn strict_mode_masks_untagged_and_block_action_blocks() {
+        let catalog = example_catalog();
+        let strict = PolicyBuilder::new()
+            .purpose("analytics")
+            .service("a", &["analytics"], &[])
+            .untagged(UntaggedMode::Deny)
+            .build();
+        let svc = strict.service("a").unwrap();
+        let session = SessionView {
+            service: svc,
+            purpose: "analytics",
+        };
+        let d = decide("SELECT id FROM posts", &catalog, &strict, &session);
+        let Decision::Rewrite { sql, .. } = d else {
+            panic!("expected rewrite, got {d:?}")
+        };
+        assert_eq!(sql, "SELECT NULL::bigint AS \"id\" FROM posts");
+        let blocking = PolicyBuilder::new()
+            .purpose("analytics")
+            .service("a", &["analytics"], &[])
+            .tag_column(
+                &QualifiedName::new("public", "users"),
+                "phone_2fa",
+                &["security"],
+            )
+            .output_action(OutputAction::Block)
+            .build();
+        let svc = blocking.service("a").unwrap();
+        let session = SessionView {
+            service: svc,
+            purpose: "analytics",
+        };
+        assert!(decide("SELECT phone_2fa FROM users", &catalog, &blocking, &session).is_block());
+        assert!(decide("SELECT id FROM users", &catalog, &blocking, &session).is_allow());
+    }
+
+    #[test]
+    fn search_path_order_decides_which_table_is_read() {
+        let mut catalog = example_catalog();
+        let mut shadow = catalog
+            .relation(&QualifiedName::new("public", "posts"))
+            .unwrap()
+            .clone();
+        shadow.name = QualifiedName::new("app", "users");
+        catalog.insert(shadow);
+        catalog.search_path = vec!["app".into(), "public".into()];
+        let policy = example_policy();
+        let svc = policy.service("analytics-service").unwrap();
+        let session = SessionView {
+            service: svc,
+            purpose: "analytics",
+        };
+        // app.users (untagged, has `body`) shadows public.users.
+        assert!(decide("SELECT body FROM users", &catalog, &policy, &session).is_allow());
+        assert!(decide(
+            "SELECT phone_2fa FROM public.users WHERE phone_2fa = ''",
+            &catalog,
+            &policy,
+            &session
+        )
+        .is_block());
+    }
+
+    #[test]
+    fn deep_nesting_and_long_chains_block_without_crashing() {
+        let deep = format!("SELECT {}1{}", "(".repeat(200), ")".repeat(200));
+        assert!(run("analytics-service", &deep).is_block());
+        let long = format!(
+            "SELECT id FROM users WHERE {}",
+            vec!["id = 1"; 6000].join(" OR ")
+        );
+        assert!(run("analytics-service", &long).is_block());
+        let ok = format!(
+            "SELECT id FROM users WHERE {}",
+            vec!["id = 1"; 500].join(" OR ")
+        );
+        assert!(run("analytics-service", &ok).is_allow());
+    }
+}

@@ -1,0 +1,165 @@
+//! Table-driven decision cases: every tests/engine_cases/*.yaml file holds a list of cases
+//! (name, service, optional purpose, sql, expected decision, exact rewritten SQL for rewrites,
+//! optional substring of the block message), run against the catalog of examples/schema.sql
+//! and the example policy (tests/fixtures/example.rs).
+
+#[path = "fixtures/example.rs"]
+mod fixtures;
+
+use std::path::Path;
+
+use pgpurpose::engine::{decide, Decision, SessionView};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    service: String,
+    #[serde(default)]
+    purpose: Option<String>,
+    sql: String,
+    expect: Expect,
+    #[serde(default)]
+    rewritten: Option<String>,
+    #[serde(default)]
+    block_contains: Option<String>,
+    #[serde(default)]
+    literal_sensitive: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Allow,
+    Rewrite,
+    Block,
+}
+
+/// Run a case against the fixture policy and, when the service is defined there, against the
+/// project's real policy files (policies/), which must decide the same.
+fn run_case(case: &Case) -> Result<(), String> {
+    run_case_with(case, &fixtures::example_policy())?;
+    let real =
+        pgpurpose::policy::load::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .map_err(|e| format!("policies/ do not load: {e}"))?;
+    if real.service(&case.service).is_some() {
+        run_case_with(case, &real).map_err(|e| format!("with policies/: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run_case_with(case: &Case, policy: &pgpurpose::policy::CompiledPolicy) -> Result<(), String> {
+    let catalog = fixtures::example_catalog();
+    let service = policy
+        .service(&case.service)
+        .ok_or_else(|| format!("unknown service {}", case.service))?;
+    let purpose = match &case.purpose {
+        Some(p) => p.clone(),
+        None => service
+            .purposes
+            .first()
+            .cloned()
+            .ok_or("service without purpose")?,
+    };
+    let session = SessionView {
+        service,
+        purpose: &purpose,
+    };
+    let decision = decide(&case.sql, &catalog, policy, &session);
+    let got = match &decision {
+        Decision::Allow(_) => Expect::Allow,
+        Decision::Rewrite { .. } => Expect::Rewrite,
+        Decision::Block { .. } => Expect::Block,
+    };
+    let describe = || match &decision {
+        Decision::Allow(r) => format!(
+            "allow {:?}",
+            r.statements.iter().map(|s| &s.rule).collect::<Vec<_>>()
+        ),
+        Decision::Rewrite { sql, .. } => format!("rewrite to: {sql}"),
+        Decision::Block { error, .. } => format!("block: {}", error.message),
+    };
+    if std::env::var("ENGINE_CASE_VERBOSE").is_ok() {
+        println!("[{}] {}", case.name, describe());
+    }
+    if got != case.expect {
+        return Err(format!("expected {:?}, got {}", case.expect, describe()));
+    }
+    if let (Decision::Rewrite { sql, .. }, Some(want)) = (&decision, &case.rewritten) {
+        if sql.trim() != want.trim() {
+            return Err(format!(
+                "rewritten SQL differs:\n   got: {sql}\n  want: {want}"
+            ));
+        }
+    }
+    if case.expect == Expect::Rewrite && case.rewritten.is_none() {
+        return Err(format!(
+            "rewrite case without `rewritten`; got: {}",
+            describe()
+        ));
+    }
+    if let (Decision::Block { error, .. }, Some(want)) = (&decision, &case.block_contains) {
+        if !error.message.contains(want.as_str()) {
+            return Err(format!(
+                "block message {:?} does not contain {want:?}",
+                error.message
+            ));
+        }
+    }
+    if let Some(ls) = case.literal_sensitive {
+        if decision.report().literal_sensitive != ls {
+            return Err(format!("literal_sensitive expected {ls}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn engine_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine_cases");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/engine_cases exists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let filter = std::env::var("ENGINE_CASE").ok();
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable case file");
+        let cases: Vec<Case> =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let mut n = 0;
+        for case in &cases {
+            if filter
+                .as_ref()
+                .is_some_and(|w| !case.name.contains(w.as_str()))
+            {
+                continue;
+            }
+            n += 1;
+            if let Err(e) = run_case(case) {
+                failures.push(format!(
+                    "{} / {}:\n  sql: {}\n  {e}",
+                    f.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    case.name,
+                    case.sql.trim()
+                ));
+            }
+        }
+        println!("{}: {n} cases", f.display());
+        total += n;
+    }
+    println!("total: {total} cases, {} failures", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

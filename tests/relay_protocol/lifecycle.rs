@@ -1,0 +1,296 @@
+//! The proxy's life around sessions: the upstream down or restarting, graceful shutdown on
+//! SIGTERM, and the connection limit.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use pgpurpose::localpg::{free_port, ClusterOptions, LocalCluster};
+use tokio_postgres::NoTls;
+
+use crate::common::pgclient::{self, code_of, severity_of, Event};
+use crate::common::raw::RawConn;
+use crate::common::{connect_as, ProxyConfig, APP_DB};
+use crate::{direct, proxied, start_proxy_with, SERVICE};
+
+#[tokio::test]
+async fn upstream_down_fails_promptly_with_08() {
+    let closed_port = free_port().unwrap();
+    let (_cfg, proxy) = start_proxy_with(|c| c.upstream_port = closed_port);
+
+    let started = Instant::now();
+    let e = connect_as(SERVICE.name, SERVICE.password, proxy.port())
+        .await
+        .expect_err("connected although the upstream is down");
+    let elapsed = started.elapsed();
+    assert!(code_of(&e).starts_with("08"), "{e}");
+    assert_eq!(severity_of(&e), "FATAL", "{e}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+
+    // On the wire: authentication completes, then one FATAL and the connection closes.
+    let mut conn = RawConn::connect(proxy.port()).await;
+    let params = [("user", SERVICE.name), ("database", APP_DB)];
+    let error = conn
+        .startup(&params, Some(SERVICE.password))
+        .await
+        .expect_err("startup succeeded");
+    assert_eq!(error.code().as_deref(), Some("08006"), "{error:?}");
+    assert!(conn
+        .until_closed(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A cluster of its own with the example schema and roles (no seed data needed).
+fn own_cluster() -> LocalCluster {
+    let pg = LocalCluster::start(ClusterOptions::default()).expect("starting a cluster");
+    crate::common::cluster::stop_when_process_exits(&pg);
+    pg.create_database(APP_DB).unwrap();
+    let examples = pgpurpose::localpg::examples_dir();
+    pg.run_sql_file(APP_DB, &examples.join("schema.sql"))
+        .unwrap();
+    pg.run_sql_file(APP_DB, &examples.join("roles.sql"))
+        .unwrap();
+    pg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_restart_errors_the_session_and_new_sessions_work() {
+    let pg = tokio::task::spawn_blocking(own_cluster).await.unwrap();
+    let config = crate::common::write_config(&ProxyConfig::new(&pg));
+    let mut proxy = crate::common::spawn_proxy(&config.path);
+    let port = proxy.port();
+
+    let cfg = pgclient::proxy_config(SERVICE.name, SERVICE.password, port, None);
+    let (c, mut events) = pgclient::connect_watched(&cfg).await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+
+    let mut pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.stop().expect("stopping the cluster");
+        pg
+    })
+    .await
+    .unwrap();
+
+    // The session learns about it (Postgres's own 57P01, relayed), and the next query fails
+    // promptly instead of hanging.
+    let event = pgclient::next_event(&mut events, Duration::from_secs(5)).await;
+    match &event {
+        Some(Event::Error(e)) => assert!(
+            ["57P01", "08006"].contains(&code_of(e).as_str()),
+            "unexpected error: {e}"
+        ),
+        other => panic!("no error event after the upstream stopped: {other:?}"),
+    }
+    let next = tokio::time::timeout(Duration::from_secs(5), c.simple_query("SELECT 1"))
+        .await
+        .expect("the next query hung after the upstream stopped");
+    assert!(next.is_err(), "a query succeeded with the upstream down");
+
+    // While it is down, new sessions fail with 08006.
+    let e = connect_as(SERVICE.name, SERVICE.password, port)
+        .await
+        .expect_err("connected while the upstream is down");
+    assert_eq!(code_of(&e), "08006", "{e}");
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start_again().expect("restarting the cluster");
+        pg
+    })
+    .await
+    .unwrap();
+    let c2 = connect_as(SERVICE.name, SERVICE.password, port)
+        .await
+        .expect("a new session after the restart");
+    let one: i32 = c2.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    assert!(
+        proxy.wait_exit(Duration::ZERO).is_none(),
+        "the proxy exited:\n{}",
+        proxy.output()
+    );
+    drop(c2);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
+/// Waits until `sql` (run directly) returns a count of at least one.
+async fn wait_until(sql: &str, what: &str) {
+    let reference = direct().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = reference.query_one(sql, &[]).await.unwrap().get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_idle_sessions_and_lets_busy_ones_finish() {
+    let (_cfg, mut proxy) =
+        start_proxy_with(|c| c.extra_yaml = "limits:\n  shutdown_grace_ms: 20000\n".into());
+    let port = proxy.port();
+    let cfg = pgclient::proxy_config(SERVICE.name, SERVICE.password, port, None);
+    let (_idle, mut idle_events) = pgclient::connect_watched(&cfg).await.unwrap();
+    let (busy, mut busy_events) = pgclient::connect_watched(&cfg).await.unwrap();
+    busy.batch_execute("BEGIN").await.unwrap();
+    let sleeper = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = busy
+            .simple_query("SELECT pg_sleep(1), 'shutdown-test'")
+            .await;
+        (busy, r, started.elapsed())
+    });
+    wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND query LIKE 'SELECT pg_sleep(1), ''shutdown-test''%'",
+        "pg_sleep(1) starting",
+    )
+    .await;
+    let signalled = Instant::now();
+    proxy.signal("TERM");
+
+    // The idle session is told at once.
+    match pgclient::next_event(&mut idle_events, Duration::from_secs(5)).await {
+        Some(Event::Error(e)) => {
+            assert_eq!(code_of(&e), "57P01", "{e}");
+            assert_eq!(severity_of(&e), "FATAL", "{e}");
+        }
+        other => panic!("the idle session got no 57P01: {other:?}"),
+    }
+    // No new connections.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the proxy still accepts connections while shutting down"
+    );
+    // The busy session's statement finishes normally, and it may still COMMIT.
+    let (busy, result, took) = sleeper.await.unwrap();
+    result.unwrap_or_else(|e| panic!("the running statement failed: {e}"));
+    assert!(took >= Duration::from_millis(900));
+    busy.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("COMMIT during the drain failed: {e}"));
+    // Then, idle, it is ended too.
+    match pgclient::next_event(&mut busy_events, Duration::from_secs(5)).await {
+        Some(Event::Error(e)) => assert_eq!(code_of(&e), "57P01", "{e}"),
+        other => panic!("the drained session got no 57P01: {other:?}"),
+    }
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy did not exit after its sessions ended");
+    assert!(status.success(), "exit status {status}\n{}", proxy.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "exit took {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_grace_period_ends_open_transactions() {
+    let (_cfg, mut proxy) =
+        start_proxy_with(|c| c.extra_yaml = "limits:\n  shutdown_grace_ms: 2000\n".into());
+    let cfg = pgclient::proxy_config(SERVICE.name, SERVICE.password, proxy.port(), None);
+    let (c, mut events) = pgclient::connect_watched(&cfg).await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO proto_tx VALUES (100, 'grace')")
+        .await
+        .unwrap();
+    let signalled = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy did not exit after the grace period");
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(8),
+        "exit after {took:?} with a 2 s grace period"
+    );
+    // The client's connection is gone and the open transaction was rolled back upstream.
+    match pgclient::next_event(&mut events, Duration::from_secs(5)).await {
+        Some(Event::Error(_)) | Some(Event::Closed) => {}
+        other => panic!("the client was not disconnected: {other:?}"),
+    }
+    let reference = direct().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: i64 = reference
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 \
+                 AND state LIKE 'idle in transaction%' \
+                 AND query LIKE 'BEGIN; INSERT INTO proto_tx VALUES (100%'",
+                &[&SERVICE.upstream_role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream transaction is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows: i64 = reference
+        .query_one("SELECT count(*) FROM proto_tx WHERE id = 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_refuses_the_third_client_with_53300() {
+    let (_cfg, proxy) =
+        start_proxy_with(|c| c.extra_yaml = "limits:\n  max_connections: 2\n".into());
+    let port = proxy.port();
+    let first = proxied(port).await;
+    let second = proxied(port).await;
+    let e = connect_as(SERVICE.name, SERVICE.password, port)
+        .await
+        .expect_err("a third client was admitted");
+    assert_eq!(code_of(&e), "53300", "{e}");
+    assert_eq!(severity_of(&e), "FATAL", "{e}");
+
+    // At the limit, a CancelRequest still gets through.
+    let token = second.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        second
+            .simple_query("SELECT pg_sleep(30), 'limit-test'")
+            .await
+    });
+    wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND query LIKE 'SELECT pg_sleep(30), ''limit-test''%'",
+        "pg_sleep(30) starting",
+    )
+    .await;
+    token.cancel_query(NoTls).await.unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancel at the connection limit did not work")
+        .unwrap();
+    assert_eq!(code_of(&cancelled.expect_err("not cancelled")), "57014");
+
+    // A slot freed by a leaving client is reused.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect_as(SERVICE.name, SERVICE.password, port).await {
+            Ok(c) => {
+                c.simple_query("SELECT 1").await.unwrap();
+                break;
+            }
+            Err(e) if code_of(&e) == "53300" && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no slot after a client left: {e}"),
+        }
+    }
+}
