@@ -11,10 +11,13 @@ use tracing::info;
 use crate::config::{Config, ConfigError};
 use arc_swap::ArcSwap;
 
-use crate::enforce::{maintain_catalog, Enforcer};
+use crate::enforce::{initial_catalog, maintain_catalog, Enforcer};
 use crate::intercept::Interceptor;
 use crate::policy::CompiledPolicy;
 use crate::relay::{server, ProxyState};
+
+/// How long startup waits for the first catalog snapshot before listening anyway.
+pub const INITIAL_CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -93,7 +96,7 @@ pub async fn serve(
     let policy = load_policy(&config)?;
     info!(version = %policy.version, services = policy.services.len(), "policy loaded");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let interceptor = build_interceptor(&config, &policy)?;
+    let interceptor = build_interceptor(&config, &policy).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Listen {
@@ -108,12 +111,16 @@ pub async fn serve(
 
 /// The statement interceptor used in production: the policy engine, with the catalog kept
 /// fresh by a background task.
-fn build_interceptor(
+async fn build_interceptor(
     config: &Config,
     policy: &Arc<ArcSwap<CompiledPolicy>>,
 ) -> Result<Arc<dyn Interceptor>, AppError> {
-    let enforcer = Arc::new(Enforcer::new(Arc::clone(policy)));
+    let enforcer = Arc::new(Enforcer::new(
+        Arc::clone(policy),
+        config.catalog.database.clone(),
+    ));
     let conn_str = catalog_conn_str(config)?;
+    initial_catalog(&enforcer, &conn_str, INITIAL_CATALOG_WAIT).await;
     let refresh = std::time::Duration::from_secs(config.catalog.refresh_seconds.max(1));
     tokio::spawn(maintain_catalog(Arc::clone(&enforcer), conn_str, refresh));
     Ok(enforcer)

@@ -61,6 +61,9 @@ pub enum Outcome<'a> {
 
 pub struct Enforcer {
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The database the catalog snapshot describes; sessions on any other database are
+    /// refused, since their names would be resolved against the wrong catalog.
+    database: String,
     catalog: ArcSwapOption<Catalog>,
     cache: Cache<CacheKey, Cached>,
     observer: Option<Arc<dyn DecisionObserver>>,
@@ -69,9 +72,10 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    pub fn new(policy: Arc<ArcSwap<CompiledPolicy>>) -> Self {
+    pub fn new(policy: Arc<ArcSwap<CompiledPolicy>>, database: impl Into<String>) -> Self {
         Enforcer {
             policy,
+            database: database.into(),
             catalog: ArcSwapOption::empty(),
             cache: Cache::new(DECISION_CACHE_ENTRIES),
             observer: None,
@@ -137,6 +141,13 @@ fn is_ddl(decision: &Decision) -> bool {
 
 impl Interceptor for Enforcer {
     fn decide(&self, ctx: &StatementContext<'_>, sql: &str) -> Verdict {
+        if ctx.database != self.database {
+            let error = PgError::forbidden(format!(
+                "pgpurpose enforces its policy on database \"{}\" only; this session is connected to \"{}\"",
+                self.database, ctx.database
+            ));
+            return self.refuse(ctx, sql, error);
+        }
         let Some(catalog) = self.catalog.load_full() else {
             let error = PgError::forbidden(
                 "pgpurpose has no catalog snapshot of the upstream database yet",
@@ -221,6 +232,34 @@ impl Interceptor for Enforcer {
             self.cache.insert(key, cached);
         }
         verdict
+    }
+}
+
+/// Try to load the first snapshot for up to `wait`, so the proxy does not start listening
+/// only to refuse every statement. Returns whether a snapshot is installed.
+pub async fn initial_catalog(
+    enforcer: &Enforcer,
+    conn_str: &str,
+    wait: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match crate::catalog::load::connect_and_load(conn_str).await {
+            Ok(catalog) => {
+                tracing::info!(
+                    version = catalog.version,
+                    relations = catalog.relations.len(),
+                    "catalog snapshot loaded"
+                );
+                enforcer.set_catalog(catalog);
+                return true;
+            }
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                tracing::error!(%error, "cannot load the catalog snapshot; starting anyway, statements are refused until it loads");
+                return false;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
     }
 }
 

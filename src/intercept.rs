@@ -27,6 +27,8 @@ pub struct StatementContext<'a> {
     /// Proxy-wide unique id of the client connection.
     pub connection_id: u64,
     pub client_addr: &'a str,
+    /// The upstream database the session is connected to.
+    pub database: &'a str,
     pub protocol: Protocol,
 }
 
@@ -119,6 +121,7 @@ mod tests {
             purpose: "p",
             connection_id: 1,
             client_addr: "127.0.0.1:1",
+            database: "app",
             protocol: Protocol::Simple,
         }
     }

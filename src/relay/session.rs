@@ -47,6 +47,8 @@ pub struct SessionIdentity {
     pub client_addr: String,
     pub service: String,
     pub purpose: String,
+    /// The upstream database the session is connected to.
+    pub database: String,
 }
 
 /// Entry point for an accepted connection. Never panics on client input; every failure ends
@@ -295,6 +297,7 @@ async fn startup(
         client_addr: peer.to_string(),
         service: service.name.clone(),
         purpose,
+        database: upstream_database(state, &request),
     };
     info!(service = %identity.service, purpose = %identity.purpose, tls = stream.is_tls(), "session started");
     Ok(Some(Ready {
@@ -436,12 +439,7 @@ async fn connect_upstream(
         Some(source) => Some(crate::auth::secrets::resolve_password(source)?),
         None => None,
     };
-    let database = state
-        .config
-        .upstream
-        .database
-        .clone()
-        .unwrap_or_else(|| request.database.clone());
+    let database = upstream_database(state, request);
     upstream::connect(
         &state.config.upstream,
         state.upstream_tls.as_ref(),
@@ -451,6 +449,16 @@ async fn connect_upstream(
         &request.settings,
     )
     .await
+}
+
+/// The database a session runs against: the configured one, else the one the client named.
+fn upstream_database(state: &ProxyState, request: &StartupRequest) -> String {
+    state
+        .config
+        .upstream
+        .database
+        .clone()
+        .unwrap_or_else(|| request.database.clone())
 }
 
 /// State the two relay directions share.
@@ -709,6 +717,7 @@ impl ClientToUpstream<'_> {
             purpose: &self.identity.purpose,
             connection_id: self.identity.connection_id,
             client_addr: &self.identity.client_addr,
+            database: &self.identity.database,
             protocol,
         };
         let verdict = self.state.interceptor.decide(&ctx, sql);

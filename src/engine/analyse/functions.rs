@@ -446,7 +446,26 @@ fn catalog_lists_builtins(catalog: &Catalog) -> bool {
     catalog.functions.keys().any(|k| k.schema == "pg_catalog")
 }
 
+/// SQL-standard value functions written without parentheses (`CURRENT_TIMESTAMP`). Postgres
+/// parses them as keywords, so several have no `pg_proc` entry of that name; none reads data.
+const SQL_VALUE_FUNCTIONS: &[&str] = &[
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "current_role",
+    "current_user",
+    "session_user",
+    "user",
+    "current_catalog",
+    "current_schema",
+];
+
 fn builtin_exists(catalog: &Catalog, name: &str) -> bool {
+    if SQL_VALUE_FUNCTIONS.contains(&name) {
+        return true;
+    }
     if catalog_lists_builtins(catalog) {
         catalog
             .functions
