@@ -165,8 +165,8 @@ fn upstream_tls_verification_failure_is_not_bypassed() {
     cfg.upstream_tls = "verify-full".into();
     cfg.upstream_ca_file = Some(wrong_ca);
     let config = common::write_config(&cfg);
-    // The proxy may refuse to start (its catalog connection fails) or refuse sessions; it must
-    // never run a query over an unverified connection.
+    // The proxy may refuse to start (its catalog connection cannot be verified either) or
+    // refuse sessions at startup, naming the TLS failure; it must never run a query.
     let proxy = match try_spawn_proxy(&config.path, &[]) {
         Ok(p) => p,
         Err(output) => {
@@ -179,6 +179,11 @@ fn upstream_tls_verification_failure_is_not_bypassed() {
         !out.status.success(),
         "query ran over an unverified upstream connection\n{}",
         proxy.output()
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("FATAL") && stderr.contains("certificate"),
+        "{stderr}"
     );
 }
 
@@ -201,4 +206,5 @@ fn upstream_tls_require_fails_against_a_plaintext_server() {
         "query ran without the required upstream TLS\n{}",
         proxy.output()
     );
+    assert!(text(&out.stderr).contains("FATAL"), "{}", text(&out.stderr));
 }
