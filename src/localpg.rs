@@ -123,7 +123,8 @@ pub struct ClusterOptions {
     pub hba: Vec<String>,
     /// Extra `postgresql.conf` settings (name, value), applied after ours so they win.
     pub settings: Vec<(String, String)>,
-    /// Enable TLS with a freshly generated self-signed certificate for `localhost`/127.0.0.1.
+    /// Enable TLS with a server certificate for `localhost`/127.0.0.1 signed by a freshly
+    /// generated test CA ([`LocalCluster::ssl_ca_file`]).
     pub ssl: bool,
 }
 
@@ -141,8 +142,10 @@ pub struct LocalCluster {
     socket_dir: PathBuf,
     /// The server log (`pg_ctl -l`).
     log_file: PathBuf,
-    /// The self-signed certificate, when TLS is on (clients can use it as their CA).
+    /// The server certificate, when TLS is on.
     ssl_cert: Option<PathBuf>,
+    /// The CA that signed it (what clients verify against), when TLS is on.
+    ssl_ca: Option<PathBuf>,
     /// TCP port on 127.0.0.1; kept across `stop` / `start_again`.
     port: u16,
     /// Whether we believe the server is running (so `Drop` knows whether to stop it).
@@ -183,6 +186,7 @@ impl LocalCluster {
             socket_dir: root.clone(),
             log_file: root.join("server.log"),
             ssl_cert: None,
+            ssl_ca: None,
             bindir,
             dir,
             port: 0,
@@ -248,9 +252,15 @@ impl LocalCluster {
         &self.log_file
     }
 
-    /// The server's self-signed certificate (usable as a CA file), when started with `ssl`.
+    /// The server's certificate (for `localhost` and 127.0.0.1), when started with `ssl`.
     pub fn ssl_cert_file(&self) -> Option<&Path> {
         self.ssl_cert.as_deref()
+    }
+
+    /// The CA certificate that signed the server's certificate: give it to clients as their
+    /// root (`sslrootcert`, the proxy's `upstream.ca_file`), when started with `ssl`.
+    pub fn ssl_ca_file(&self) -> Option<&Path> {
+        self.ssl_ca.as_deref()
     }
 
     /// Path of a binary in [`LocalCluster::bindir`] (e.g. `psql`, `pgbench`).
@@ -435,40 +445,64 @@ impl LocalCluster {
         self.write_server_file(&path, &conf)
     }
 
-    /// Generates a self-signed certificate with the `openssl` CLI, run as the server user so
-    /// the key has the owner and mode (0600) the server insists on.
+    /// Generates a test CA and a server certificate it signs (for `localhost` and 127.0.0.1)
+    /// with the `openssl` CLI, run as the server user so the server key has the owner and mode
+    /// (0600) the server insists on.
+    ///
+    /// A CA plus an end-entity certificate rather than one self-signed certificate, because
+    /// strict verifiers (rustls/webpki) reject a CA certificate presented as the server's own
+    /// (`CaUsedAsEndEntity`), which is what `openssl req -x509` produces.
     ///
     /// The `openssl` CLI rather than `rcgen` in the library: it is present wherever the
     /// Debian/Ubuntu server packages are (they depend on `ssl-cert` → `openssl`), and TLS on the
     /// *upstream* test cluster is a test-only need, so it should not add to the proxy's
     /// dependency tree.
     fn make_certificate(&mut self) -> Result<(), LocalPgError> {
+        let root = self.dir.path();
+        let s = |p: &Path| p.display().to_string();
+        let (ca_crt, ca_key) = (root.join("ca.crt"), root.join("ca.key"));
+        let (csr, ext) = (root.join("server.csr"), root.join("server.ext"));
         let cert = self.data_dir.join("server.crt");
         let key = self.data_dir.join("server.key");
-        let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
-        let mut cmd = self.as_server_user(Path::new("openssl"));
-        cmd.args([
-            "req",
-            "-x509",
+        let ec = [
             "-newkey",
-            "rsa:2048",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
             "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            &key_s,
-            "-out",
-            &cert_s,
-        ]);
-        run(cmd)?;
+        ];
+
+        let mut ca = self.as_server_user(Path::new("openssl"));
+        ca.args(["req", "-x509"]).args(ec);
+        ca.args(["-days", "2", "-subj", "/CN=pgpurpose localpg test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .args(["-keyout", &s(&ca_key), "-out", &s(&ca_crt)]);
+        run(ca)?;
+
+        let mut req = self.as_server_user(Path::new("openssl"));
+        req.arg("req").args(ec).args(["-subj", "/CN=localhost"]);
+        req.args(["-keyout", &s(&key), "-out", &s(&csr)]);
+        run(req)?;
+
+        self.write_server_file(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )?;
+        let mut sign = self.as_server_user(Path::new("openssl"));
+        sign.args(["x509", "-req", "-in", &s(&csr), "-CA", &s(&ca_crt)])
+            .args(["-CAkey", &s(&ca_key), "-set_serial", "1", "-days", "2"])
+            .args(["-extfile", &s(&ext), "-out", &s(&cert)]);
+        run(sign)?;
+
         let mut chmod = self.as_server_user(Path::new("chmod"));
-        chmod.args(["0600", &key_s]);
+        chmod.args(["0600", &s(&key)]);
         run(chmod)?;
         self.ssl_cert = Some(cert);
+        self.ssl_ca = Some(ca_crt);
         Ok(())
     }
 

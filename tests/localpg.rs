@@ -77,8 +77,9 @@ fn ssl_settings_and_hba_lines() {
         ssl: true,
     })
     .unwrap();
-    let cert = pg.ssl_cert_file().expect("ssl cert path").to_path_buf();
-    assert!(cert.is_file());
+    assert!(pg.ssl_cert_file().expect("server cert path").is_file());
+    let ca = pg.ssl_ca_file().expect("ssl CA path").to_path_buf();
+    assert!(ca.is_file());
     assert_eq!(
         pg.psql("postgres", "show work_mem").unwrap().trim(),
         "8MB",
@@ -99,7 +100,7 @@ fn ssl_settings_and_hba_lines() {
             .arg("select current_user || ' ' || ssl from pg_stat_ssl where pid = pg_backend_pid()")
             .env("PGPASSWORD", password)
             .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &cert)
+            .env("PGSSLROOTCERT", &ca)
             .output()
             .unwrap()
     };
@@ -118,7 +119,7 @@ fn ssl_settings_and_hba_lines() {
     );
     let trusted = psql("trusted_user", "");
     assert!(trusted.status.success());
-    // verify-full against the generated certificate, and the session really uses TLS.
+    // verify-full against the generated CA, and the session really uses TLS.
     assert_eq!(
         String::from_utf8_lossy(&trusted.stdout).trim(),
         "trusted_user true"

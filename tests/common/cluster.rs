@@ -18,16 +18,19 @@ pub const APP_DB: &str = "app";
 /// The shared cluster of this test binary, started on first use.
 pub fn shared_cluster() -> &'static LocalCluster {
     static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        let pg = LocalCluster::start(ClusterOptions::default())
-            .unwrap_or_else(|e| panic!("starting the shared test cluster: {e}"));
-        stop_when_process_exits(&pg);
-        pg.create_database(APP_DB)
-            .unwrap_or_else(|e| panic!("creating database {APP_DB}: {e}"));
-        pg.load_example(APP_DB)
-            .unwrap_or_else(|e| panic!("loading the example into {APP_DB}: {e}"));
-        pg
-    })
+    CLUSTER.get_or_init(|| example_cluster(ClusterOptions::default()))
+}
+
+/// A new cluster with the example in [`APP_DB`], cleaned up when this process exits even if
+/// it is kept in a `static` (see [`stop_when_process_exits`]).
+pub fn example_cluster(opts: ClusterOptions) -> LocalCluster {
+    let pg = LocalCluster::start(opts).unwrap_or_else(|e| panic!("starting a test cluster: {e}"));
+    stop_when_process_exits(&pg);
+    pg.create_database(APP_DB)
+        .unwrap_or_else(|e| panic!("creating database {APP_DB}: {e}"));
+    pg.load_example(APP_DB)
+        .unwrap_or_else(|e| panic!("loading the example into {APP_DB}: {e}"));
+    pg
 }
 
 /// Which example files were loaded (roles.sql and seed.sql are optional in `load_example`).
