@@ -654,18 +654,21 @@ impl ClientToUpstream<'_> {
                     }
                 },
                 Err(FrontendError::NotUtf8) => {
-                    // Keep the statement name so the failure is attributed like Postgres's.
+                    // Keep the statement name so the failure is attributed like Postgres's:
+                    // an unnamed stand-in would replace the client's unnamed statement when
+                    // the refused Parse was for a named one. The layout was checked before
+                    // the text, so the name is the body up to its first NUL.
+                    let name = frame[HEADER_LEN..]
+                        .split(|b| *b == 0)
+                        .next()
+                        .unwrap_or_default();
                     let marker = self.stand_in(not_utf8());
-                    let mut body = Vec::new();
+                    let mut body = Vec::with_capacity(name.len() + marker.len() + 4);
+                    body.extend_from_slice(name);
+                    body.push(0);
                     body.extend_from_slice(marker.as_bytes());
-                    body.extend_from_slice(b"\0");
-                    let mut stand_in = BytesMut::new();
-                    put_frame(
-                        &mut stand_in,
-                        b'P',
-                        &[b"\0".as_slice(), &body, &[0, 0]].concat(),
-                    );
-                    self.out.extend_from_slice(&stand_in);
+                    body.extend_from_slice(&[0, 0, 0]);
+                    put_frame(&mut self.out, b'P', &body);
                 }
                 Err(FrontendError::Malformed) => {
                     return Some(End::Fatal(PgError::protocol_violation(
