@@ -37,7 +37,8 @@ const MAX_AUTH_MESSAGE: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest upstream ErrorResponse the proxy buffers to check for a block stand-in.
 const MAX_INSPECTED_ERROR: usize = 1 << 20;
-/// How often a draining session re-checks whether it reached an idle point.
+/// How often a session that waits for an idle point (draining, or busy with an idle timeout
+/// configured) re-checks whether it reached one.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Identity of an authenticated session, for logs, audit and the interception context.
@@ -510,6 +511,7 @@ async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Recei
         identity: &identity,
         shared: &shared,
         nonce: rand::random(),
+        unsynced: false,
         blocked: 0,
         out: BytesMut::with_capacity(READ_CHUNK),
     };
@@ -546,6 +548,9 @@ struct ClientToUpstream<'a> {
     shared: &'a Shared,
     /// Per-session random part of block stand-ins, so no client can guess or forge one.
     nonce: u64,
+    /// Extended-query messages (Parse, Bind, Describe, Execute, Close) were forwarded since the
+    /// last Sync: Postgres may still be working on them, so the session is not idle.
+    unsynced: bool,
     blocked: u64,
     out: BytesMut,
 }
@@ -597,19 +602,23 @@ impl ClientToUpstream<'_> {
             };
             buf.reserve(want);
             let read = loop {
-                if draining && self.shared.idle() {
+                if draining && self.idle() {
                     return End::Fatal(PgError::fatal(
                         sqlstate::ADMIN_SHUTDOWN,
                         "terminating connection due to administrator command",
                     ));
                 }
-                let idle_limit = idle_timeout.filter(|_| self.shared.idle());
+                let idle_limit = idle_timeout.filter(|_| self.idle());
+                // A busy session becomes idle without a word from the client (the upstream's
+                // ReadyForQuery): poll, so that the idle timer starts then, not at the next
+                // client message.
+                let poll = draining || (idle_timeout.is_some() && idle_limit.is_none());
                 tokio::select! {
                     read = client.read_buf(&mut buf) => break read,
                     changed = shutdown.changed(), if !draining => {
                         draining = changed.is_err() || *shutdown.borrow();
                     }
-                    _ = tokio::time::sleep(DRAIN_POLL), if draining => {}
+                    _ = tokio::time::sleep(DRAIN_POLL), if poll => {}
                     _ = sleep_or_never(idle_limit) => {
                         return End::Fatal(PgError::fatal(
                             sqlstate::IDLE_SESSION_TIMEOUT,
@@ -625,8 +634,19 @@ impl ClientToUpstream<'_> {
         }
     }
 
+    /// No statement is running or awaiting Sync, and every ReadyForQuery has arrived: the
+    /// session may be ended (shutdown) or timed out (idle timeout) without losing work.
+    fn idle(&self) -> bool {
+        !self.unsynced && self.shared.idle()
+    }
+
     /// Handle one complete frontend frame: append what goes upstream to `self.out`, or end.
     fn handle(&mut self, frame: BytesMut) -> Option<End> {
+        // Extended-query messages that start work upstream (a client may send them with Flush
+        // and await the results before its Sync): the session is busy until that Sync.
+        if matches!(frame[0], b'P' | b'B' | b'C' | b'D' | b'E') {
+            self.unsynced = true;
+        }
         match frame[0] {
             b'Q' => {
                 self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -677,6 +697,7 @@ impl ClientToUpstream<'_> {
                 }
             },
             b'S' => {
+                self.unsynced = false;
                 self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
                 self.out.extend_from_slice(&frame);
             }
