@@ -16,7 +16,7 @@ use super::cluster::APP_DB;
 /// Something the server sent outside a request/response exchange, or the connection's end.
 #[derive(Debug)]
 pub enum Event {
-    Notice(tokio_postgres::error::DbError),
+    Notice(Box<tokio_postgres::error::DbError>),
     Notification(tokio_postgres::Notification),
     /// The connection ended with this error (e.g. an unsolicited FATAL).
     Error(tokio_postgres::Error),
@@ -63,7 +63,7 @@ pub async fn connect_watched(
         loop {
             let message = futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await;
             let event = match message {
-                Some(Ok(AsyncMessage::Notice(n))) => Event::Notice(n),
+                Some(Ok(AsyncMessage::Notice(n))) => Event::Notice(Box::new(n)),
                 Some(Ok(AsyncMessage::Notification(n))) => Event::Notification(n),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => Event::Error(e),
