@@ -57,10 +57,12 @@ pub fn put_parameter_status(out: &mut BytesMut, name: &str, value: &str) {
     put_frame(out, b'S', &body);
 }
 
-/// NegotiateProtocolVersion: the newest minor version we support (0) and the protocol options
-/// (`_pq_.*` startup parameters) we do not understand.
+/// NegotiateProtocolVersion: the newest protocol version we support (3.0) and the protocol
+/// options (`_pq_.*` startup parameters) we do not understand. The version goes on the wire as
+/// the full version code (196608), as Postgres sends it: libpq compares it with full codes and
+/// refuses a bare minor number ("0" reads as protocol 0.0).
 pub fn put_negotiate_protocol_version(out: &mut BytesMut, unsupported: &[&str]) {
-    let mut body = 0i32.to_be_bytes().to_vec();
+    let mut body = super::startup::PROTOCOL_3_0.to_be_bytes().to_vec();
     body.extend_from_slice(&(unsupported.len() as i32).to_be_bytes());
     for opt in unsupported {
         body.extend_from_slice(opt.as_bytes());
@@ -90,6 +92,16 @@ pub fn error_field(frame: &[u8], code: u8) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::error::PgError;
+
+    #[test]
+    fn negotiate_protocol_version_carries_the_full_version_code() {
+        let mut out = BytesMut::new();
+        put_negotiate_protocol_version(&mut out, &["_pq_.x"]);
+        // Checked against Postgres 15's answer to a 3.2 startup with one unknown option.
+        let mut want = vec![b'v', 0, 0, 0, 19, 0, 3, 0, 0, 0, 0, 0, 1];
+        want.extend_from_slice(b"_pq_.x\0");
+        assert_eq!(out.to_vec(), want);
+    }
 
     #[test]
     fn reads_fields_of_error_responses() {

@@ -37,7 +37,8 @@ const MAX_AUTH_MESSAGE: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest upstream ErrorResponse the proxy buffers to check for a block stand-in.
 const MAX_INSPECTED_ERROR: usize = 1 << 20;
-/// How often a draining session re-checks whether it reached an idle point.
+/// How often a session that waits for an idle point (draining, or busy with an idle timeout
+/// configured) re-checks whether it reached one.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Identity of an authenticated session, for logs, audit and the interception context.
@@ -467,14 +468,27 @@ struct Shared {
     substitutions: Mutex<VecDeque<(String, PgError)>>,
     /// Transaction status from the latest ReadyForQuery.
     status: AtomicU8,
-    /// ReadyForQuery messages still expected (Query and Sync each produce one).
+    /// ReadyForQuery messages still expected (Query and Sync each produce one, except those
+    /// Postgres skips or ignores: see `ClientToUpstream::track`). Never below zero.
     outstanding: AtomicI64,
+    /// The upstream entered copy-in mode (CopyInResponse seen) and the client has not ended
+    /// it yet (CopyDone / CopyFail).
+    copy_in: AtomicBool,
     /// True while bytes are being written to the client, so a session ending on the other
     /// direction does not write an error into the middle of a frame.
     client_writing: AtomicBool,
 }
 
 impl Shared {
+    /// One fewer ReadyForQuery expected (`n` fewer), never going below zero.
+    fn expect_fewer(&self, n: i64) {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some((o - n).max(0))
+            });
+    }
+
     fn idle(&self) -> bool {
         self.status.load(Ordering::Acquire) == backend::STATUS_IDLE
             && self.outstanding.load(Ordering::Acquire) <= 0
@@ -509,6 +523,7 @@ async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Recei
         substitutions: Mutex::new(VecDeque::new()),
         status: AtomicU8::new(status),
         outstanding: AtomicI64::new(0),
+        copy_in: AtomicBool::new(false),
         client_writing: AtomicBool::new(false),
     };
     let (mut client_read, mut client_write) = tokio::io::split(client);
@@ -518,6 +533,8 @@ async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Recei
         identity: &identity,
         shared: &shared,
         nonce: rand::random(),
+        unsynced: false,
+        syncs_since_statement: 0,
         blocked: 0,
         out: BytesMut::with_capacity(READ_CHUNK),
     };
@@ -554,6 +571,12 @@ struct ClientToUpstream<'a> {
     shared: &'a Shared,
     /// Per-session random part of block stand-ins, so no client can guess or forge one.
     nonce: u64,
+    /// Extended-query messages (Parse, Bind, Describe, Execute, Close) were forwarded since the
+    /// last Sync: Postgres may still be working on them, so the session is not idle.
+    unsynced: bool,
+    /// Syncs forwarded since the last Execute or Query: if that statement started COPY FROM
+    /// STDIN, Postgres ignored them (copy-in mode ignores Sync) and they get no ReadyForQuery.
+    syncs_since_statement: i64,
     blocked: u64,
     out: BytesMut,
 }
@@ -605,19 +628,23 @@ impl ClientToUpstream<'_> {
             };
             buf.reserve(want);
             let read = loop {
-                if draining && self.shared.idle() {
+                if draining && self.idle() {
                     return End::Fatal(PgError::fatal(
                         sqlstate::ADMIN_SHUTDOWN,
                         "terminating connection due to administrator command",
                     ));
                 }
-                let idle_limit = idle_timeout.filter(|_| self.shared.idle());
+                let idle_limit = idle_timeout.filter(|_| self.idle());
+                // A busy session becomes idle without a word from the client (the upstream's
+                // ReadyForQuery): poll, so that the idle timer starts then, not at the next
+                // client message.
+                let poll = draining || (idle_timeout.is_some() && idle_limit.is_none());
                 tokio::select! {
                     read = client.read_buf(&mut buf) => break read,
                     changed = shutdown.changed(), if !draining => {
                         draining = changed.is_err() || *shutdown.borrow();
                     }
-                    _ = tokio::time::sleep(DRAIN_POLL), if draining => {}
+                    _ = tokio::time::sleep(DRAIN_POLL), if poll => {}
                     _ = sleep_or_never(idle_limit) => {
                         return End::Fatal(PgError::fatal(
                             sqlstate::IDLE_SESSION_TIMEOUT,
@@ -633,25 +660,67 @@ impl ClientToUpstream<'_> {
         }
     }
 
+    /// No statement is running or awaiting Sync, and every ReadyForQuery has arrived: the
+    /// session may be ended (shutdown) or timed out (idle timeout) without losing work.
+    fn idle(&self) -> bool {
+        !self.unsynced && self.shared.idle()
+    }
+
+    /// Keep count of the ReadyForQuery messages Postgres will send for what the client sent,
+    /// so that idleness (shutdown drain, idle timeout) is judged right.
+    fn track(&mut self, tag: u8) {
+        match tag {
+            // Extended-query messages that start work upstream (a client may send them with
+            // Flush and await the results before its Sync): the session is busy until Sync.
+            b'P' | b'B' | b'C' | b'D' => self.unsynced = true,
+            b'E' => {
+                self.unsynced = true;
+                self.syncs_since_statement = 0;
+            }
+            // Query, and FunctionCall (sent as a Query stand-in). Inside an unsynced batch
+            // Postgres skips it when an earlier message failed (no ReadyForQuery), and runs it
+            // otherwise (one ReadyForQuery more): not counted there; the count never goes below
+            // zero, so a run one only ends the batch's wait a little early.
+            b'Q' | b'F' => {
+                if !self.unsynced {
+                    self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
+                }
+                self.syncs_since_statement = 0;
+            }
+            b'S' => {
+                self.unsynced = false;
+                self.syncs_since_statement += 1;
+                self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
+            }
+            // CopyDone / CopyFail end copy-in mode: the Syncs sent since the COPY statement
+            // (tokio-postgres sends Execute+Sync before the data) were ignored.
+            b'c' | b'f' => {
+                if self.shared.copy_in.swap(false, Ordering::AcqRel) {
+                    self.shared.expect_fewer(self.syncs_since_statement);
+                }
+                self.syncs_since_statement = 0;
+            }
+            _ => {}
+        }
+    }
+
     /// Handle one complete frontend frame: append what goes upstream to `self.out`, or end.
     fn handle(&mut self, frame: BytesMut) -> Option<End> {
+        self.track(frame[0]);
         match frame[0] {
-            b'Q' => {
-                self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                match query_text(&frame) {
-                    Ok(sql) => match self.decide(Protocol::Simple, sql) {
-                        Verdict::Forward => self.out.extend_from_slice(&frame),
-                        Verdict::Rewrite(new_sql) => put_query(&mut self.out, &new_sql),
-                        Verdict::Block(error) => self.block_query(error),
-                    },
-                    Err(FrontendError::NotUtf8) => self.block_query(not_utf8()),
-                    Err(FrontendError::Malformed) => {
-                        return Some(End::Fatal(PgError::protocol_violation(
-                            "invalid Query message",
-                        )))
-                    }
+            b'Q' => match query_text(&frame) {
+                Ok(sql) => match self.decide(Protocol::Simple, sql) {
+                    Verdict::Forward => self.out.extend_from_slice(&frame),
+                    Verdict::Rewrite(new_sql) => put_query(&mut self.out, &new_sql),
+                    Verdict::Block(error) => self.block_query(error),
+                },
+                Err(FrontendError::NotUtf8) => self.block_query(not_utf8()),
+                Err(FrontendError::Malformed) => {
+                    return Some(End::Fatal(PgError::protocol_violation(
+                        "invalid Query message",
+                    )))
                 }
-            }
+            },
             b'P' => match parse_message(&frame) {
                 Ok(parse) => match self.decide(Protocol::Extended, parse.sql) {
                     Verdict::Forward => self.out.extend_from_slice(&frame),
@@ -662,18 +731,21 @@ impl ClientToUpstream<'_> {
                     }
                 },
                 Err(FrontendError::NotUtf8) => {
-                    // Keep the statement name so the failure is attributed like Postgres's.
+                    // Keep the statement name so the failure is attributed like Postgres's:
+                    // an unnamed stand-in would replace the client's unnamed statement when
+                    // the refused Parse was for a named one. The layout was checked before
+                    // the text, so the name is the body up to its first NUL.
+                    let name = frame[HEADER_LEN..]
+                        .split(|b| *b == 0)
+                        .next()
+                        .unwrap_or_default();
                     let marker = self.stand_in(not_utf8());
-                    let mut body = Vec::new();
+                    let mut body = Vec::with_capacity(name.len() + marker.len() + 4);
+                    body.extend_from_slice(name);
+                    body.push(0);
                     body.extend_from_slice(marker.as_bytes());
-                    body.extend_from_slice(b"\0");
-                    let mut stand_in = BytesMut::new();
-                    put_frame(
-                        &mut stand_in,
-                        b'P',
-                        &[b"\0".as_slice(), &body, &[0, 0]].concat(),
-                    );
-                    self.out.extend_from_slice(&stand_in);
+                    body.extend_from_slice(&[0, 0, 0]);
+                    put_frame(&mut self.out, b'P', &body);
                 }
                 Err(FrontendError::Malformed) => {
                     return Some(End::Fatal(PgError::protocol_violation(
@@ -681,10 +753,7 @@ impl ClientToUpstream<'_> {
                     )))
                 }
             },
-            b'S' => {
-                self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                self.out.extend_from_slice(&frame);
-            }
+            b'S' => self.out.extend_from_slice(&frame),
             // Bind, Close, Describe, Execute, Flush and COPY sub-protocol data carry no SQL.
             b'B' | b'C' | b'D' | b'E' | b'H' | b'd' | b'c' | b'f' => {
                 self.out.extend_from_slice(&frame)
@@ -692,7 +761,6 @@ impl ClientToUpstream<'_> {
             b'F' => {
                 // FunctionCall bypasses SQL entirely. Refuse it through a stand-in so the
                 // transaction and ReadyForQuery behave as for any failed statement.
-                self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
                 self.block_query(PgError::error(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "the FunctionCall protocol message is not supported by pgpurpose",
@@ -815,8 +883,12 @@ where
                         break;
                     }
                     shared.status.store(rest[5], Ordering::Release);
-                    shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+                    shared.expect_fewer(1);
                     pos += 6;
+                }
+                b'G' => {
+                    shared.copy_in.store(true, Ordering::Release);
+                    passthrough = frame_len;
                 }
                 b'E' if frame_len <= MAX_INSPECTED_ERROR && has_pending(shared) => {
                     if rest.len() < frame_len {
@@ -919,6 +991,7 @@ mod tests {
             ])),
             status: AtomicU8::new(b'I'),
             outstanding: AtomicI64::new(0),
+            copy_in: AtomicBool::new(false),
             client_writing: AtomicBool::new(false),
         };
         let unrelated = PgError::error("22012", "division by zero").to_frame();

@@ -16,7 +16,6 @@ use super::cluster::APP_DB;
 /// Something the server sent outside a request/response exchange, or the connection's end.
 #[derive(Debug)]
 pub enum Event {
-    /// Boxed: a `DbError` is several times larger than the other variants.
     Notice(Box<tokio_postgres::error::DbError>),
     Notification(tokio_postgres::Notification),
     /// The connection ended with this error (e.g. an unsolicited FATAL).

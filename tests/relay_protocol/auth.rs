@@ -340,3 +340,24 @@ async fn tls_required_refuses_plaintext_clients() {
     assert_eq!(code_of(&e), "28000", "{e}");
     assert_eq!(severity_of(&e), "FATAL", "{e}");
 }
+
+#[tokio::test]
+async fn unknown_database_is_reported_like_postgres() {
+    let (_cfg, proxy) = start_proxy();
+    let mut via = pgclient::proxy_config(SERVICE.name, SERVICE.password, proxy.port(), None);
+    via.dbname("no_such_db");
+    let mut direct = pgclient::direct_config(cluster(), SERVICE.upstream_role);
+    direct.dbname("no_such_db");
+    let Err(got) = pgclient::connect_watched(&via).await else {
+        panic!("connected through the proxy to a database that does not exist")
+    };
+    let Err(want) = pgclient::connect_watched(&direct).await else {
+        panic!("connected directly to a database that does not exist")
+    };
+    assert_eq!(code_of(&got), "3D000", "{got}");
+    assert_eq!(severity_of(&got), "FATAL");
+    assert_eq!(
+        got.as_db_error().map(|e| e.message()),
+        want.as_db_error().map(|e| e.message())
+    );
+}

@@ -802,3 +802,25 @@ async fn cancel_of_pg_sleep_through_the_proxy() {
         11
     );
 }
+
+#[tokio::test]
+async fn empty_queries_match_direct() {
+    let (_cfg, proxy) = start_proxy();
+    let mut via = RawConn::login(proxy.port(), SERVICE.name, Some(SERVICE.password)).await;
+    let mut reference = RawConn::login(cluster().port(), SERVICE.upstream_role, None).await;
+    let script = ["", ";", "  ", "-- only a comment", "/* block */ ;"];
+    let got = run_script(&mut via, &script).await;
+    assert_eq!(got, run_script(&mut reference, &script).await);
+    assert!(got.iter().all(|frames| frames[0].tag() == b'I'), "{got:?}");
+
+    let mut batch = raw::parse("", "");
+    batch.extend(raw::bind("", "", &[]));
+    batch.extend(raw::execute("", 0));
+    batch.extend(raw::sync());
+    via.send(&batch).await.unwrap();
+    reference.send(&batch).await.unwrap();
+    let got = via.until_ready(1).await;
+    assert_eq!(got, reference.until_ready(1).await);
+    let tags: String = got.iter().map(|f| f.tag() as char).collect();
+    assert_eq!(tags, "12IZ");
+}

@@ -8,7 +8,7 @@ use pgpurpose::localpg::{free_port, ClusterOptions, LocalCluster};
 use tokio_postgres::NoTls;
 
 use crate::common::pgclient::{self, code_of, severity_of, Event};
-use crate::common::raw::RawConn;
+use crate::common::raw::{self, RawConn};
 use crate::common::{connect_as, ProxyConfig, APP_DB};
 use crate::{direct, proxied, start_proxy_with, SERVICE};
 
@@ -292,5 +292,135 @@ async fn max_connections_refuses_the_third_client_with_53300() {
             }
             Err(e) => panic!("no slot after a client left: {e}"),
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_idle_sessions_but_not_running_statements() {
+    let (_cfg, proxy) =
+        start_proxy_with(|c| c.extra_yaml = "limits:\n  idle_timeout_ms: 1000\n".into());
+    let port = proxy.port();
+    let cfg = pgclient::proxy_config(SERVICE.name, SERVICE.password, port, None);
+    let mut failures = Vec::new();
+
+    // Idle since connecting, and idle after a query: both ended with 57P05.
+    let (_fresh, mut fresh_events) = pgclient::connect_watched(&cfg).await.unwrap();
+    let (after_query, mut after_events) = pgclient::connect_watched(&cfg).await.unwrap();
+    after_query.simple_query("SELECT 1").await.unwrap();
+
+    // A statement running longer than the timeout is not idle.
+    let (long, _long_events) = pgclient::connect_watched(&cfg).await.unwrap();
+    if let Err(e) = long.simple_query("SELECT pg_sleep(2)").await {
+        failures.push(format!("simple query running 2 s was ended: {e}"));
+    }
+    // Nor is an Execute sent with Flush instead of Sync (the result is awaited before Sync).
+    let mut raw_conn = RawConn::login(port, SERVICE.name, Some(SERVICE.password)).await;
+    let mut batch = raw::parse("", "SELECT pg_sleep(2)");
+    batch.extend(raw::bind("", "", &[]));
+    batch.extend(raw::execute("", 0));
+    batch.extend(raw::frame(b'H', &[]));
+    raw_conn.send(&batch).await.unwrap();
+    let mut tags = String::new();
+    while !tags.ends_with('C') && !tags.contains('E') {
+        match raw_conn.recv().await {
+            Ok(Some(f)) => {
+                tags.push(f.tag() as char);
+                if f.tag() == b'E' {
+                    failures.push(format!("Execute+Flush running 2 s was ended: {f:?}"));
+                }
+            }
+            other => {
+                failures.push(format!("Execute+Flush: {other:?} after {tags:?}"));
+                break;
+            }
+        }
+    }
+
+    for (what, events) in [
+        ("idle since connect", &mut fresh_events),
+        ("idle after a query", &mut after_events),
+    ] {
+        match pgclient::next_event(events, Duration::from_secs(3)).await {
+            Some(Event::Error(e)) if code_of(&e) == "57P05" => {}
+            other => failures.push(format!("{what}: expected 57P05 within 3 s, got {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_is_not_confused_by_a_query_inside_an_extended_batch() {
+    let (_cfg, mut proxy) =
+        start_proxy_with(|c| c.extra_yaml = "limits:\n  shutdown_grace_ms: 20000\n".into());
+    let mut via = RawConn::login(proxy.port(), SERVICE.name, Some(SERVICE.password)).await;
+    let mut reference = RawConn::login(crate::cluster().port(), SERVICE.upstream_role, None).await;
+    // A Query inside an unsynced extended batch: Postgres runs it (its own ReadyForQuery)
+    // when the batch went well, and skips it, up to Sync, after an error (no ReadyForQuery).
+    for (first, ready) in [("SELECT 1", 2), ("SELECT 1/0", 1)] {
+        let mut batch = raw::parse("", first);
+        batch.extend(raw::bind("", "", &[]));
+        batch.extend(raw::execute("", 0));
+        batch.extend(raw::query("SELECT 2"));
+        batch.extend(raw::sync());
+        via.send(&batch).await.unwrap();
+        reference.send(&batch).await.unwrap();
+        let got = via.until_ready(ready).await;
+        assert_eq!(
+            got,
+            reference.until_ready(ready).await,
+            "batch with {first}"
+        );
+    }
+    let ok = via.simple("SELECT 3").await;
+    assert_eq!(ok.last().unwrap().status(), Some(b'I'), "{ok:?}");
+
+    // A statement running at SIGTERM still finishes (the count did not go wrong one way),
+    // then the idle session ends at once, not after the grace period (nor the other way).
+    via.send(&raw::query("SELECT pg_sleep(1), 'skip-test'"))
+        .await
+        .unwrap();
+    wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND query LIKE 'SELECT pg_sleep(1), ''skip-test''%'",
+        "pg_sleep(1) starting",
+    )
+    .await;
+    let signalled = Instant::now();
+    proxy.signal("TERM");
+    let frames = via.until_closed(Duration::from_secs(19)).await.unwrap();
+    let took = signalled.elapsed();
+    let tags: String = frames.iter().map(|f| f.tag() as char).collect();
+    assert_eq!(tags, "TDCZE", "{frames:?}");
+    assert_eq!(frames[4].code().as_deref(), Some("57P01"), "{frames:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "session ended after {took:?}"
+    );
+    proxy.wait_exit(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_is_idle_again_after_an_extended_protocol_copy_in() {
+    let (_cfg, proxy) =
+        start_proxy_with(|c| c.extra_yaml = "limits:\n  idle_timeout_ms: 1000\n".into());
+    let cfg = pgclient::proxy_config(SERVICE.name, SERVICE.password, proxy.port(), None);
+    let (c, mut events) = pgclient::connect_watched(&cfg).await.unwrap();
+    c.batch_execute("CREATE TEMP TABLE drain_copy (t text)")
+        .await
+        .unwrap();
+    // tokio-postgres sends Bind/Execute/Sync, then the data, then CopyDone/Sync: Postgres
+    // ignores the first Sync (it arrives in copy-in mode), so only one ReadyForQuery comes.
+    let sink = c
+        .copy_in::<_, bytes::Bytes>("COPY drain_copy FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"a\nb\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.as_mut().finish().await.unwrap(), 2);
+    match pgclient::next_event(&mut events, Duration::from_secs(3)).await {
+        Some(Event::Error(e)) if code_of(&e) == "57P05" => {}
+        other => panic!("idle after COPY, expected 57P05 within 3 s, got {other:?}"),
     }
 }

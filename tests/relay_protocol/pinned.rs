@@ -19,6 +19,11 @@ const REFUSED: &[&str] = &[
     "SET LOCAL standard_conforming_strings TO off",
     "SET NAMES 'LATIN1'",
     "RESET standard_conforming_strings",
+    // Other spellings of the same.
+    "SELECT set_config(lower('CLIENT_ENCODING'), 'LATIN1', false)",
+    "SET \"Client_Encoding\" = 'LATIN1'",
+    "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+    "SELECT 1; SET client_encoding = 'LATIN1'",
 ];
 
 async fn pinned_values(c: &Client) -> (String, String) {
@@ -68,21 +73,19 @@ async fn statements_changing_pinned_settings_are_refused() {
             failures.push(problem);
         }
     }
-    // Harmless settings still work.
+    // Other settings still work, and RESET ALL / DISCARD ALL (allowed: the startup values the
+    // proxy sent are the reset values) leave the pinned settings as they were.
     let c = proxied(proxy.port()).await;
-    c.batch_execute("SET client_encoding TO 'UTF8'; SET statement_timeout = '5s'")
-        .await
-        .unwrap_or_else(|e| failures.push(format!("harmless SET refused: {e:?}")));
-    // RESET ALL is allowed: the proxy sends the pinned values in the startup packet, and
-    // Postgres resets to the startup values.
-    c.batch_execute("RESET ALL")
-        .await
-        .unwrap_or_else(|e| failures.push(format!("RESET ALL refused: {e}")));
-    let after_reset = pinned_values(&c).await;
-    if after_reset != ("UTF8".to_owned(), "on".to_owned()) {
-        failures.push(format!(
-            "RESET ALL changed pinned settings: {after_reset:?}"
-        ));
+    for sql in ["SET client_encoding TO 'UTF8'", "SET statement_timeout = '5s'", "RESET ALL", "DISCARD ALL"] {
+        match c.batch_execute(sql).await {
+            Ok(()) => {
+                let values = pinned_values(&c).await;
+                if values != ("UTF8".to_owned(), "on".to_owned()) {
+                    failures.push(format!("{sql:?} changed the pinned settings: {values:?}"));
+                }
+            }
+            Err(e) => failures.push(format!("{sql:?} refused: {e}")),
+        }
     }
     assert!(
         failures.is_empty(),

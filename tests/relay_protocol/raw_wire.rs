@@ -258,3 +258,98 @@ async fn cancel_request_with_unknown_keys_is_ignored_silently() {
     assert!(frames.is_empty(), "{frames:?}");
     login(proxy.port()).await;
 }
+
+/// Tags of `frames` with the SQLSTATE of each ErrorResponse, e.g. `1Z E(22021)Z`.
+fn summary(frames: &[Frame]) -> String {
+    frames
+        .iter()
+        .map(|f| match f.code() {
+            Some(code) => format!("E({code})"),
+            None => (f.tag() as char).to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_utf8_statement_text_is_refused_like_postgres() {
+    let (_cfg, proxy) = start_proxy();
+    let mut via = login(proxy.port()).await;
+    let mut reference = RawConn::login(crate::cluster().port(), SERVICE.upstream_role, None).await;
+
+    let bad_query = raw::frame(b'Q', b"SELECT '\xff'\0");
+    let mut bad_parse_body = b"named\0SELECT '\xc3('\0".to_vec();
+    bad_parse_body.extend_from_slice(&0i16.to_be_bytes());
+    // An unnamed statement prepared first must survive the failed Parse of a named one.
+    let mut extended = raw::parse("", "SELECT 1");
+    extended.extend(raw::sync());
+    extended.extend(raw::frame(b'P', &bad_parse_body));
+    extended.extend(raw::sync());
+    extended.extend(raw::bind("", "", &[]));
+    extended.extend(raw::execute("", 0));
+    extended.extend(raw::sync());
+
+    let mut results = Vec::new();
+    for conn in [&mut via, &mut reference] {
+        conn.send(&bad_query).await.unwrap();
+        let simple = conn.until_ready(1).await;
+        conn.send(&extended).await.unwrap();
+        let ext = conn.until_ready(3).await;
+        let after = conn.simple("SELECT 1").await;
+        results.push((summary(&simple), summary(&ext), summary(&after)));
+    }
+    assert_eq!(results[0], results[1], "proxy vs direct");
+    assert_eq!(results[0].0, "E(22021)Z");
+    assert_eq!(results[0].1, "1ZE(22021)Z2DCZ");
+}
+
+#[tokio::test]
+async fn malformed_query_message_is_a_protocol_violation() {
+    let (_cfg, proxy) = start_proxy();
+    // A Query whose text has no terminating NUL. Postgres 15 answers ERROR 08P01 "invalid
+    // string in message" and goes on; the proxy cannot know where such a statement ends, so it
+    // ends the session (FATAL 08P01), which is stricter but never runs the bytes.
+    let bad = raw::frame(b'Q', b"SELECT 1");
+    let mut reference = RawConn::login(crate::cluster().port(), SERVICE.upstream_role, None).await;
+    reference.send(&bad).await.unwrap();
+    let direct = reference.until_ready(1).await;
+    assert_eq!(direct[0].code().as_deref(), Some("08P01"), "{direct:?}");
+
+    let mut conn = login(proxy.port()).await;
+    conn.send(&bad).await.unwrap();
+    let frames = conn.until_closed(Duration::from_secs(5)).await.unwrap();
+    assert_single_fatal(&frames, "08P01", "Query without terminator");
+}
+
+#[tokio::test]
+async fn newer_protocol_minor_version_is_negotiated_like_postgres() {
+    let (_cfg, proxy) = start_proxy();
+    let params_via = [
+        ("user", SERVICE.name),
+        ("database", APP_DB),
+        ("_pq_.test_option", "1"),
+    ];
+    let params_direct = [
+        ("user", SERVICE.upstream_role),
+        ("database", APP_DB),
+        ("_pq_.test_option", "1"),
+    ];
+    let mut negotiations = Vec::new();
+    for (port, params) in [
+        (proxy.port(), &params_via),
+        (crate::cluster().port(), &params_direct),
+    ] {
+        // Protocol 3.2 (196610) with an unknown protocol option.
+        let mut packet = encode_startup(params).to_vec();
+        packet[4..8].copy_from_slice(&196_610i32.to_be_bytes());
+        let mut conn = RawConn::connect(port).await;
+        conn.send(&packet).await.unwrap();
+        let first = conn.recv().await.unwrap().expect("no answer");
+        assert_eq!(first.tag(), b'v', "port {port}: {first:?}");
+        negotiations.push(first);
+    }
+    assert_eq!(
+        negotiations[0].body(),
+        negotiations[1].body(),
+        "NegotiateProtocolVersion differs from Postgres's"
+    );
+}
