@@ -1067,6 +1067,14 @@ impl<'e> Analyser<'e, '_> {
         let refname = alias
             .map(|a| fold(&a.name))
             .unwrap_or_else(|| fname.clone());
+        // A column definition list (`AS t(a int, b text)`) names every column exactly.
+        let defined = alias.is_some_and(|a| {
+            !a.columns.is_empty() && a.columns.iter().all(|c| c.data_type.is_some())
+        });
+        let known = match (known, defined) {
+            (_, true) => alias.map(|a| vec![""; a.columns.len()]),
+            (k, false) => k,
+        };
         let (mut cols, opaque) = match known {
             Some(names) => {
                 let single = names.len() == 1;
@@ -1101,6 +1109,15 @@ impl<'e> Analyser<'e, '_> {
             cols.push(ColInfo::computed("ordinality", Sources::new()));
         }
         let columns = if opaque {
+            cols
+        } else if defined {
+            let mut cols = cols;
+            for (c, def) in cols
+                .iter_mut()
+                .zip(alias.map(|a| a.columns.as_slice()).unwrap_or_default())
+            {
+                c.name = fold(&def.name);
+            }
             cols
         } else {
             apply_alias_columns(cols, alias)?
