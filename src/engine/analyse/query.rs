@@ -997,6 +997,11 @@ impl<'e> Analyser<'e, '_> {
         ) && !is_system_schema(&rel.name.schema);
         let (columns, kind, view) = if expand_view {
             let info = self.view_info(rel)?;
+            // What the definition does with the data is done by whoever scans the view.
+            self.out.uses.extend(info.uses.iter().cloned());
+            self.out.grants.extend(info.grants.iter().cloned());
+            self.out.refusals.extend(info.refusals.iter().cloned());
+            self.out.literal_sensitive |= info.literal_sensitive;
             (
                 info.columns.clone(),
                 RteKind::View(rel.name.clone()),
