@@ -137,7 +137,7 @@ pub fn decide(
     policy: &CompiledPolicy,
     session: &SessionView<'_>,
 ) -> Decision {
-    decide_inner(sql, catalog, policy, session, true)
+    decide_inner(sql, catalog, policy, session, true).0
 }
 
 struct Analysed {
@@ -151,6 +151,19 @@ fn decide_inner(
     policy: &CompiledPolicy,
     session: &SessionView<'_>,
     verify: bool,
+) -> (Decision, Vec<Vec<String>>) {
+    let mut names = Vec::new();
+    let d = decide_inner_impl(sql, catalog, policy, session, verify, &mut names);
+    (d, names)
+}
+
+fn decide_inner_impl(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    session: &SessionView<'_>,
+    verify: bool,
+    names: &mut Vec<Vec<String>>,
 ) -> Decision {
     let mut report = Report::default();
     if !session
@@ -254,6 +267,7 @@ fn decide_inner(
             }
         };
         report.literal_sensitive |= analysis.literal_sensitive;
+        names.push(analysis.output_names.clone());
         analysed.push(Analysed { base, analysis });
     }
 
@@ -287,15 +301,15 @@ fn decide_inner(
         Ok(s) => s,
         Err(e) => return unanalysable(format!("rewrite failed: {e}"), report),
     };
-    match decide_inner(&new_sql, catalog, policy, session, false) {
+    let (check, again) = decide_inner(&new_sql, catalog, policy, session, false);
+    match check {
         Decision::Allow(check) => {
-            let names_before: Vec<&Vec<String>> =
+            let before: Vec<&Vec<String>> =
                 analysed.iter().map(|a| &a.analysis.output_names).collect();
-            let again = reanalysed_names(&new_sql, &env);
-            let same = again.as_ref().is_some_and(|n| {
-                n.len() == names_before.len() && n.iter().zip(&names_before).all(|(a, b)| a == *b)
-            });
-            if !same || check.statements.len() != report.statements.len() {
+            let same = again.len() == before.len()
+                && again.iter().zip(&before).all(|(a, b)| a == *b)
+                && check.statements.len() == report.statements.len();
+            if !same {
                 return unanalysable("the rewrite changed the output columns", report);
             }
             Decision::Rewrite {
@@ -310,36 +324,6 @@ fn decide_inner(
         ),
         Decision::Rewrite { .. } => unanalysable("the rewrite did not verify", report),
     }
-}
-
-/// Output names of every statement of a text (for verifying rewrites).
-fn reanalysed_names(sql: &str, env: &Env<'_>) -> Option<Vec<Vec<String>>> {
-    let lexed = lexing::lex(sql).ok()?;
-    let mut out = Vec::new();
-    for range in lexing::split_statements(&lexed) {
-        let first = lexed.tokens.get(range.start)?;
-        let last = lexed.tokens.get(range.end.checked_sub(1)?)?;
-        let text = &sql[first.start..last.end];
-        let words: Vec<String> = lexed.tokens[range.clone()]
-            .iter()
-            .take(4)
-            .map(|t| sql[t.start..t.end].to_ascii_lowercase())
-            .collect();
-        if let Some(a) = pre_parse(&words) {
-            out.push(a.output_names);
-            continue;
-        }
-        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).ok()?;
-        let [stmt] = stmts.as_slice() else {
-            return None;
-        };
-        out.push(
-            analyse::statements::analyse_statement(env, text, stmt)
-                .ok()?
-                .output_names,
-        );
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -304,7 +304,12 @@ impl Analyser<'_, '_> {
                 }
                 Ok(s)
             }
-            Expr::Exists { subquery, .. } => self.subquery_expr(subquery),
+            Expr::Exists { subquery, .. } => {
+                // EXISTS ignores its subquery's select list (Postgres drops it): only the uses
+                // inside the subquery count, not its output.
+                self.query(subquery, Role::Derived)?;
+                Ok(Sources::new())
+            }
             Expr::Subquery(q) => self.subquery_expr(q),
             Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
                 let mut s = Sources::new();

@@ -508,6 +508,15 @@ impl<'e> Analyser<'e, '_> {
         e: &Expr,
         alias: Option<&sqlparser::ast::Ident>,
     ) -> Result<(ColInfo, ItemOut), AnalyseError> {
+        // `x ISNULL` / `x NOTNULL` are postfix operators to Postgres; sqlparser may read the
+        // keyword as an alias.
+        if alias.is_some_and(|a| {
+            a.quote_style.is_none()
+                && (a.value.eq_ignore_ascii_case("isnull")
+                    || a.value.eq_ignore_ascii_case("notnull"))
+        }) {
+            return Err(unsupported("ISNULL / NOTNULL after a select item"));
+        }
         let name = alias.map(fold).unwrap_or_else(|| figure_colname(e));
         if let Some(mut c) = self.bare_column(e)? {
             c.name = name;

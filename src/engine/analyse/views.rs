@@ -49,6 +49,26 @@ pub fn filter_condition(filters: &[&str]) -> String {
 
 /// The parsed form of [`filter_condition`], for recognising filtered scans.
 pub fn filter_expr(filters: &[&str]) -> Option<Expr> {
+    // Each filter must be one self-contained expression: parentheses balanced and never
+    // closing more than it opened, no statement separator.
+    for f in filters {
+        let lexed = lexing::lex(f).ok()?;
+        let mut depth = 0i32;
+        for i in 0..lexed.len() {
+            match lexed.text(i) {
+                "(" | "[" => depth += 1,
+                ")" | "]" => depth -= 1,
+                ";" => return None,
+                _ => {}
+            }
+            if depth < 0 {
+                return None;
+            }
+        }
+        if depth != 0 || lexed.is_empty() {
+            return None;
+        }
+    }
     let sql = format!("SELECT 1 WHERE {}", filter_condition(filters));
     lexing::lex(&sql).ok()?;
     let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?;
@@ -345,5 +365,8 @@ mod tests {
         let e = super::filter_expr(&["a", "b = 1"]).unwrap();
         assert_eq!(e.to_string(), "(a) AND (b = 1)");
         assert_eq!(super::filter_condition(&["x"]), "(x)");
+        assert!(super::filter_expr(&["true) OR (1 = 1"]).is_none());
+        assert!(super::filter_expr(&["a; DROP TABLE x"]).is_none());
+        assert!(super::filter_expr(&[""]).is_none());
     }
 }
