@@ -514,4 +514,133 @@ mod tests {
         );
         assert!(run("analytics-service", &ok).is_allow());
     }
+
+    fn users() -> QualifiedName {
+        QualifiedName::new("public", "users")
+    }
+
+    fn decide_with(policy: &CompiledPolicy, service: &str, sql: &str) -> Decision {
+        let svc = policy.service(service).unwrap();
+        decide(
+            sql,
+            &example_catalog(),
+            policy,
+            &SessionView {
+                service: svc,
+                purpose: &svc.purposes[0],
+            },
+        )
+    }
+
+    #[test]
+    fn filters_of_parent_and_own_purpose_are_anded_and_literals_make_it_sensitive() {
+        let policy = PolicyBuilder::new()
+            .purpose("advertising")
+            .purpose("advertising.targeting")
+            .service("t", &["advertising.targeting"], &[])
+            .row_filter(&users(), "advertising", "ads_opt_in")
+            .row_filter(&users(), "advertising.targeting", "country = 'NL'")
+            .build();
+        let d = decide_with(&policy, "t", "SELECT id FROM users");
+        let Decision::Rewrite { sql, .. } = &d else {
+            panic!("expected rewrite: {d:?}")
+        };
+        assert_eq!(
+            sql,
+            "SELECT id FROM (SELECT * FROM \"public\".\"users\" WHERE (ads_opt_in) AND (country = 'NL')) AS \"users\""
+        );
+        assert_eq!(d.report().statements[0].row_filters.len(), 2);
+        // A hand-written scan with the exact filter is accepted; with another literal it is
+        // filtered again, so the decision depends on literal values.
+        let same = decide_with(
+            &policy,
+            "t",
+            "SELECT id FROM (SELECT * FROM public.users WHERE (ads_opt_in) AND (country = 'NL')) u",
+        );
+        assert!(same.is_allow(), "{same:?}");
+        assert!(same.report().literal_sensitive);
+        let other = decide_with(
+            &policy,
+            "t",
+            "SELECT id FROM (SELECT * FROM public.users WHERE (ads_opt_in) AND (country = 'DE')) u",
+        );
+        assert!(matches!(other, Decision::Rewrite { .. }), "{other:?}");
+    }
+
+    #[test]
+    fn a_filter_on_a_forbidden_column_is_the_policys_use_not_the_services() {
+        let policy = PolicyBuilder::new()
+            .purpose("discovery")
+            .service("d", &["discovery"], &[])
+            .tag_column(&users(), "email_login", &["security"])
+            .row_filter(&users(), "discovery", "email_login IS NOT NULL")
+            .build();
+        let d = decide_with(&policy, "d", "SELECT handle FROM users");
+        assert!(matches!(d, Decision::Rewrite { .. }), "{d:?}");
+        assert!(decide_with(
+            &policy,
+            "d",
+            "SELECT handle FROM users WHERE email_login = ''"
+        )
+        .is_block());
+    }
+
+    #[test]
+    fn broken_filters_block() {
+        for filter in [
+            "no_such_column",
+            "true) OR (true",
+            "discoverable; DROP TABLE users",
+        ] {
+            let policy = PolicyBuilder::new()
+                .purpose("discovery")
+                .service("d", &["discovery"], &[])
+                .row_filter(&users(), "discovery", filter)
+                .build();
+            let d = decide_with(&policy, "d", "SELECT handle FROM users");
+            assert!(d.is_block(), "{filter}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn user_defined_functions_need_procedural_code() {
+        let mut catalog = example_catalog();
+        let f = QualifiedName::new("public", "lookup_phone");
+        catalog.functions.insert(
+            f.clone(),
+            crate::catalog::Function {
+                name: f,
+                kind: 'f',
+                language: "plpgsql".into(),
+                security_definer: true,
+            },
+        );
+        let policy = example_policy();
+        let run = |service: &str| {
+            let svc = policy.service(service).unwrap();
+            decide(
+                "SELECT lookup_phone(id) FROM posts",
+                &catalog,
+                &policy,
+                &SessionView {
+                    service: svc,
+                    purpose: &svc.purposes[0],
+                },
+            )
+        };
+        let Decision::Block { error, .. } = run("analytics-service") else {
+            panic!("expected block")
+        };
+        assert!(
+            error.message.contains("public.lookup_phone"),
+            "{}",
+            error.message
+        );
+        let d = run("ops-service");
+        assert!(d.is_allow(), "{d:?}");
+        assert_eq!(
+            d.report().statements[0].grants_used,
+            vec![Grant::ProceduralCode]
+        );
+    }
 }

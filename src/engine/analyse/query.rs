@@ -1203,6 +1203,9 @@ impl<'e> Analyser<'e, '_> {
                 rel.name
             )));
         };
+        // Whether the scan counts as filtered depends on the literals of the WHERE when the
+        // policy's filter has literals of its own.
+        self.out.literal_sensitive |= super::views::filter_has_literals(&filters);
         if *selection != expected {
             return Ok(None);
         }

@@ -639,6 +639,7 @@ impl<'e> Analyser<'e, '_> {
         let Some(sel) = selection else {
             return Ok(false);
         };
+        self.out.literal_sensitive |= super::views::filter_has_literals(&filters);
         use sqlparser::ast::{BinaryOperator, Expr};
         let filter_part = if *sel == expected {
             Some(sel)

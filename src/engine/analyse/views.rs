@@ -47,6 +47,16 @@ pub fn filter_condition(filters: &[&str]) -> String {
         .join(" AND ")
 }
 
+/// Whether any of the filters holds a literal (then recognising an already-filtered scan
+/// depends on literal values of the statement).
+pub fn filter_has_literals(filters: &[&str]) -> bool {
+    filters.iter().any(|f| {
+        lexing::lex(f)
+            .map(|l| l.tokens.iter().any(|t| t.is_literal()))
+            .unwrap_or(true)
+    })
+}
+
 /// The parsed form of [`filter_condition`], for recognising filtered scans.
 pub fn filter_expr(filters: &[&str]) -> Option<Expr> {
     // Each filter must be one self-contained expression: parentheses balanced and never
@@ -368,5 +378,7 @@ mod tests {
         assert!(super::filter_expr(&["true) OR (1 = 1"]).is_none());
         assert!(super::filter_expr(&["a; DROP TABLE x"]).is_none());
         assert!(super::filter_expr(&[""]).is_none());
+        assert!(super::filter_has_literals(&["a", "country = 'NL'"]));
+        assert!(!super::filter_has_literals(&["discoverable"]));
     }
 }
