@@ -3,38 +3,15 @@
 //! optional substring of the block message), run against the catalog of examples/schema.sql
 //! and the example policy (tests/fixtures/example.rs).
 
+#[path = "fixtures/cases.rs"]
+mod cases;
 #[path = "fixtures/example.rs"]
 mod fixtures;
 
 use std::path::Path;
 
+use cases::{load_case_files, Case, Expect};
 use pgpurpose::engine::{decide, Decision, SessionView};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    service: String,
-    #[serde(default)]
-    purpose: Option<String>,
-    sql: String,
-    expect: Expect,
-    #[serde(default)]
-    rewritten: Option<String>,
-    #[serde(default)]
-    block_contains: Option<String>,
-    #[serde(default)]
-    literal_sensitive: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum Expect {
-    Allow,
-    Rewrite,
-    Block,
-}
 
 /// Run a case against the fixture policy and, when the service is defined there, against the
 /// project's real policy files (policies/), which must decide the same.
@@ -117,21 +94,10 @@ fn run_case_with(case: &Case, policy: &pgpurpose::policy::CompiledPolicy) -> Res
 
 #[test]
 fn engine_cases() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine_cases");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/engine_cases exists")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
     let filter = std::env::var("ENGINE_CASE").ok();
     let mut failures = Vec::new();
     let mut total = 0;
-    for f in &files {
-        let text = std::fs::read_to_string(f).expect("readable case file");
-        let cases: Vec<Case> =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    for (f, cases) in load_case_files() {
         let mut n = 0;
         for case in &cases {
             if filter

@@ -137,7 +137,7 @@ pub fn decide(
     policy: &CompiledPolicy,
     session: &SessionView<'_>,
 ) -> Decision {
-    decide_inner(sql, catalog, policy, session, true)
+    decide_inner(sql, catalog, policy, session, true).0
 }
 
 struct Analysed {
@@ -151,6 +151,19 @@ fn decide_inner(
     policy: &CompiledPolicy,
     session: &SessionView<'_>,
     verify: bool,
+) -> (Decision, Vec<Vec<String>>) {
+    let mut names = Vec::new();
+    let d = decide_inner_impl(sql, catalog, policy, session, verify, &mut names);
+    (d, names)
+}
+
+fn decide_inner_impl(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    session: &SessionView<'_>,
+    verify: bool,
+    names: &mut Vec<Vec<String>>,
 ) -> Decision {
     let mut report = Report::default();
     if !session
@@ -254,6 +267,7 @@ fn decide_inner(
             }
         };
         report.literal_sensitive |= analysis.literal_sensitive;
+        names.push(analysis.output_names.clone());
         analysed.push(Analysed { base, analysis });
     }
 
@@ -287,15 +301,15 @@ fn decide_inner(
         Ok(s) => s,
         Err(e) => return unanalysable(format!("rewrite failed: {e}"), report),
     };
-    match decide_inner(&new_sql, catalog, policy, session, false) {
+    let (check, again) = decide_inner(&new_sql, catalog, policy, session, false);
+    match check {
         Decision::Allow(check) => {
-            let names_before: Vec<&Vec<String>> =
+            let before: Vec<&Vec<String>> =
                 analysed.iter().map(|a| &a.analysis.output_names).collect();
-            let again = reanalysed_names(&new_sql, &env);
-            let same = again.as_ref().is_some_and(|n| {
-                n.len() == names_before.len() && n.iter().zip(&names_before).all(|(a, b)| a == *b)
-            });
-            if !same || check.statements.len() != report.statements.len() {
+            let same = again.len() == before.len()
+                && again.iter().zip(&before).all(|(a, b)| a == *b)
+                && check.statements.len() == report.statements.len();
+            if !same {
                 return unanalysable("the rewrite changed the output columns", report);
             }
             Decision::Rewrite {
@@ -310,36 +324,6 @@ fn decide_inner(
         ),
         Decision::Rewrite { .. } => unanalysable("the rewrite did not verify", report),
     }
-}
-
-/// Output names of every statement of a text (for verifying rewrites).
-fn reanalysed_names(sql: &str, env: &Env<'_>) -> Option<Vec<Vec<String>>> {
-    let lexed = lexing::lex(sql).ok()?;
-    let mut out = Vec::new();
-    for range in lexing::split_statements(&lexed) {
-        let first = lexed.tokens.get(range.start)?;
-        let last = lexed.tokens.get(range.end.checked_sub(1)?)?;
-        let text = &sql[first.start..last.end];
-        let words: Vec<String> = lexed.tokens[range.clone()]
-            .iter()
-            .take(4)
-            .map(|t| sql[t.start..t.end].to_ascii_lowercase())
-            .collect();
-        if let Some(a) = pre_parse(&words) {
-            out.push(a.output_names);
-            continue;
-        }
-        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).ok()?;
-        let [stmt] = stmts.as_slice() else {
-            return None;
-        };
-        out.push(
-            analyse::statements::analyse_statement(env, text, stmt)
-                .ok()?
-                .output_names,
-        );
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -529,5 +513,134 @@ mod tests {
             vec!["id = 1"; 500].join(" OR ")
         );
         assert!(run("analytics-service", &ok).is_allow());
+    }
+
+    fn users() -> QualifiedName {
+        QualifiedName::new("public", "users")
+    }
+
+    fn decide_with(policy: &CompiledPolicy, service: &str, sql: &str) -> Decision {
+        let svc = policy.service(service).unwrap();
+        decide(
+            sql,
+            &example_catalog(),
+            policy,
+            &SessionView {
+                service: svc,
+                purpose: &svc.purposes[0],
+            },
+        )
+    }
+
+    #[test]
+    fn filters_of_parent_and_own_purpose_are_anded_and_literals_make_it_sensitive() {
+        let policy = PolicyBuilder::new()
+            .purpose("advertising")
+            .purpose("advertising.targeting")
+            .service("t", &["advertising.targeting"], &[])
+            .row_filter(&users(), "advertising", "ads_opt_in")
+            .row_filter(&users(), "advertising.targeting", "country = 'NL'")
+            .build();
+        let d = decide_with(&policy, "t", "SELECT id FROM users");
+        let Decision::Rewrite { sql, .. } = &d else {
+            panic!("expected rewrite: {d:?}")
+        };
+        assert_eq!(
+            sql,
+            "SELECT id FROM (SELECT * FROM \"public\".\"users\" WHERE (ads_opt_in) AND (country = 'NL')) AS \"users\""
+        );
+        assert_eq!(d.report().statements[0].row_filters.len(), 2);
+        // A hand-written scan with the exact filter is accepted; with another literal it is
+        // filtered again, so the decision depends on literal values.
+        let same = decide_with(
+            &policy,
+            "t",
+            "SELECT id FROM (SELECT * FROM public.users WHERE (ads_opt_in) AND (country = 'NL')) u",
+        );
+        assert!(same.is_allow(), "{same:?}");
+        assert!(same.report().literal_sensitive);
+        let other = decide_with(
+            &policy,
+            "t",
+            "SELECT id FROM (SELECT * FROM public.users WHERE (ads_opt_in) AND (country = 'DE')) u",
+        );
+        assert!(matches!(other, Decision::Rewrite { .. }), "{other:?}");
+    }
+
+    #[test]
+    fn a_filter_on_a_forbidden_column_is_the_policys_use_not_the_services() {
+        let policy = PolicyBuilder::new()
+            .purpose("discovery")
+            .service("d", &["discovery"], &[])
+            .tag_column(&users(), "email_login", &["security"])
+            .row_filter(&users(), "discovery", "email_login IS NOT NULL")
+            .build();
+        let d = decide_with(&policy, "d", "SELECT handle FROM users");
+        assert!(matches!(d, Decision::Rewrite { .. }), "{d:?}");
+        assert!(decide_with(
+            &policy,
+            "d",
+            "SELECT handle FROM users WHERE email_login = ''"
+        )
+        .is_block());
+    }
+
+    #[test]
+    fn broken_filters_block() {
+        for filter in [
+            "no_such_column",
+            "true) OR (true",
+            "discoverable; DROP TABLE users",
+        ] {
+            let policy = PolicyBuilder::new()
+                .purpose("discovery")
+                .service("d", &["discovery"], &[])
+                .row_filter(&users(), "discovery", filter)
+                .build();
+            let d = decide_with(&policy, "d", "SELECT handle FROM users");
+            assert!(d.is_block(), "{filter}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn user_defined_functions_need_procedural_code() {
+        let mut catalog = example_catalog();
+        let f = QualifiedName::new("public", "lookup_phone");
+        catalog.functions.insert(
+            f.clone(),
+            crate::catalog::Function {
+                name: f,
+                kind: 'f',
+                language: "plpgsql".into(),
+                security_definer: true,
+            },
+        );
+        let policy = example_policy();
+        let run = |service: &str| {
+            let svc = policy.service(service).unwrap();
+            decide(
+                "SELECT lookup_phone(id) FROM posts",
+                &catalog,
+                &policy,
+                &SessionView {
+                    service: svc,
+                    purpose: &svc.purposes[0],
+                },
+            )
+        };
+        let Decision::Block { error, .. } = run("analytics-service") else {
+            panic!("expected block")
+        };
+        assert!(
+            error.message.contains("public.lookup_phone"),
+            "{}",
+            error.message
+        );
+        let d = run("ops-service");
+        assert!(d.is_allow(), "{d:?}");
+        assert_eq!(
+            d.report().statements[0].grants_used,
+            vec![Grant::ProceduralCode]
+        );
     }
 }

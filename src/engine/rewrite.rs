@@ -5,7 +5,7 @@
 //! Inserted text is built here only from policy and catalog facts, identifiers always quoted.
 //! The caller re-analyses the result and blocks unless it comes out allowed.
 
-use crate::engine::analyse::views::{filter_condition, ViewInfo};
+use crate::engine::analyse::views::{filter_condition, filter_expr, ViewInfo};
 use crate::engine::analyse::{quote_ident, ByteRange, Env, Scan, SlotTarget, StatementAnalysis};
 use crate::engine::decide::{scan_needs_filter, Plan};
 use crate::engine::lexing::{self, Edit, Lexed, TokKind};
@@ -46,21 +46,32 @@ fn mask_text(type_name: &str, name: &str) -> String {
     format!("NULL::{type_name} AS {}", quote_ident(name))
 }
 
-fn filtered_scan_text(s: &Scan, env: &Env<'_>) -> String {
-    let filters = env.policy.row_filters(&s.relation, env.purpose);
-    format!(
+/// The filter condition of a table for the session's purpose, refused unless every filter is
+/// one self-contained expression.
+fn condition(env: &Env<'_>, table: &crate::catalog::QualifiedName) -> Result<String, RewriteError> {
+    let filters = env.policy.row_filters(table, env.purpose);
+    if filter_expr(&filters).is_none() {
+        return Err(RewriteError::Filter(format!(
+            "the row filter of {table} is not a single SQL expression"
+        )));
+    }
+    Ok(filter_condition(&filters))
+}
+
+fn filtered_scan_text(s: &Scan, env: &Env<'_>) -> Result<String, RewriteError> {
+    Ok(format!(
         "(SELECT * FROM {}.{} WHERE {})",
         quote_ident(&s.relation.schema),
         quote_ident(&s.relation.name),
-        filter_condition(&filters)
-    )
+        condition(env, &s.relation)?
+    ))
 }
 
 /// The replacement for a scan that needs a filter: the wrapped table or the inlined view,
 /// followed by an alias when the original had none.
 fn scan_replacement(s: &Scan, env: &Env<'_>) -> Result<String, RewriteError> {
     let body = match &s.view {
-        None => filtered_scan_text(s, env),
+        None => filtered_scan_text(s, env)?,
         Some(v) => format!("({})", inline_view(v, env)?),
     };
     Ok(match &s.alias {
@@ -291,7 +302,7 @@ pub fn build_edits(
                     "(SELECT * FROM {}.{} WHERE {}) AS {}",
                     quote_ident(&c.relation.schema),
                     quote_ident(&c.relation.name),
-                    filter_condition(&filters),
+                    condition(env, &c.relation)?,
                     quote_ident(&c.relation.name)
                 )
             };

@@ -304,7 +304,12 @@ impl Analyser<'_, '_> {
                 }
                 Ok(s)
             }
-            Expr::Exists { subquery, .. } => self.subquery_expr(subquery),
+            Expr::Exists { subquery, .. } => {
+                // EXISTS ignores its subquery's select list (Postgres drops it): only the uses
+                // inside the subquery count, not its output.
+                self.query(subquery, Role::Derived)?;
+                Ok(Sources::new())
+            }
             Expr::Subquery(q) => self.subquery_expr(q),
             Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
                 let mut s = Sources::new();
@@ -369,7 +374,10 @@ impl Analyser<'_, '_> {
                     [schema, _] if schema.eq_ignore_ascii_case("pg_catalog") => Ok(()),
                     [_] => Ok(()),
                     _ => {
-                        self.need(Grant::ProceduralCode, "a user-defined operator");
+                        self.need(
+                            Grant::ProceduralCode,
+                            "a user-defined operator (its function is opaque)",
+                        );
                         Ok(())
                     }
                 }
@@ -471,14 +479,14 @@ impl Analyser<'_, '_> {
             FunctionClass::DeniedBuiltin => {
                 self.need(
                     Grant::ProceduralCode,
-                    format!("function {name} runs SQL or reads data by name"),
+                    format!("calling {name}(), which runs SQL or reads data, files or other sessions by name"),
                 );
                 Ok(())
             }
             FunctionClass::UserDefined(q) => {
                 self.need(
                     Grant::ProceduralCode,
-                    format!("function {q} is user-defined (its body is opaque)"),
+                    format!("calling user-defined function {q} (its body is opaque)"),
                 );
                 Ok(())
             }
@@ -596,7 +604,10 @@ impl Analyser<'_, '_> {
         if PINNED_PARAMETERS.contains(&name.as_str()) {
             self.refuse(format!("parameter {name} is pinned by the proxy"));
         } else if SESSION_CONTROL_PARAMETERS.contains(&name.as_str()) {
-            self.need(Grant::SessionControl, format!("set_config of {name}"));
+            self.need(
+                Grant::SessionControl,
+                format!("changing {name} with set_config()"),
+            );
         }
         Ok(())
     }

@@ -446,24 +446,44 @@ fn catalog_lists_builtins(catalog: &Catalog) -> bool {
     catalog.functions.keys().any(|k| k.schema == "pg_catalog")
 }
 
-/// SQL-standard value functions written without parentheses (`CURRENT_TIMESTAMP`). Postgres
-/// parses them as keywords, so several have no `pg_proc` entry of that name; none reads data.
-const SQL_VALUE_FUNCTIONS: &[&str] = &[
+/// SQL constructs that look like function calls but are grammar, not `pg_proc` entries.
+const SYNTAX_FUNCTIONS: &[&str] = &[
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
     "current_date",
     "current_time",
     "current_timestamp",
     "localtime",
     "localtimestamp",
-    "current_role",
     "current_user",
+    "current_role",
     "session_user",
     "user",
     "current_catalog",
     "current_schema",
+    "system_user",
+    "grouping",
+    "xmlelement",
+    "xmlforest",
+    "xmlconcat",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmlexists",
+    "extract",
+    "overlay",
+    "position",
+    "substring",
+    "trim",
+    "normalize",
+    "treat",
 ];
 
 fn builtin_exists(catalog: &Catalog, name: &str) -> bool {
-    if SQL_VALUE_FUNCTIONS.contains(&name) {
+    if SYNTAX_FUNCTIONS.contains(&name) {
         return true;
     }
     if catalog_lists_builtins(catalog) {
@@ -550,6 +570,21 @@ mod tests {
         };
         assert_eq!(classify(&cat, None, "lower"), FunctionClass::Builtin);
         assert_eq!(classify(&cat, None, "no_such_fn"), FunctionClass::Unknown);
+        // Loaded mode: only what pg_proc lists, plus grammar constructs.
+        let mut loaded = cat.clone();
+        let lower = QualifiedName::new("pg_catalog", "lower");
+        loaded.functions.insert(
+            lower.clone(),
+            Function {
+                name: lower,
+                kind: 'f',
+                language: "internal".into(),
+                security_definer: false,
+            },
+        );
+        assert_eq!(classify(&loaded, None, "lower"), FunctionClass::Builtin);
+        assert_eq!(classify(&loaded, None, "coalesce"), FunctionClass::Builtin);
+        assert_eq!(classify(&loaded, None, "upper"), FunctionClass::Unknown);
         assert_eq!(
             classify(&cat, None, "query_to_xml"),
             FunctionClass::DeniedBuiltin

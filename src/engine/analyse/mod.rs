@@ -51,6 +51,8 @@ pub enum AnalyseError {
     Syntax(String),
     #[error("relation {0} is not in the catalog snapshot")]
     UnknownRelation(String),
+    #[error("no FROM-clause entry named {0} is in scope")]
+    UnknownQualifier(String),
     #[error("column {0} does not exist in the statement's scope")]
     UnknownColumn(String),
     #[error("reference {0} is ambiguous")]

@@ -508,6 +508,15 @@ impl<'e> Analyser<'e, '_> {
         e: &Expr,
         alias: Option<&sqlparser::ast::Ident>,
     ) -> Result<(ColInfo, ItemOut), AnalyseError> {
+        // `x ISNULL` / `x NOTNULL` are postfix operators to Postgres; sqlparser may read the
+        // keyword as an alias.
+        if alias.is_some_and(|a| {
+            a.quote_style.is_none()
+                && (a.value.eq_ignore_ascii_case("isnull")
+                    || a.value.eq_ignore_ascii_case("notnull"))
+        }) {
+            return Err(unsupported("ISNULL / NOTNULL after a select item"));
+        }
         let name = alias.map(fold).unwrap_or_else(|| figure_colname(e));
         if let Some(mut c) = self.bare_column(e)? {
             c.name = name;
@@ -997,6 +1006,11 @@ impl<'e> Analyser<'e, '_> {
         ) && !is_system_schema(&rel.name.schema);
         let (columns, kind, view) = if expand_view {
             let info = self.view_info(rel)?;
+            // What the definition does with the data is done by whoever scans the view.
+            self.out.uses.extend(info.uses.iter().cloned());
+            self.out.grants.extend(info.grants.iter().cloned());
+            self.out.refusals.extend(info.refusals.iter().cloned());
+            self.out.literal_sensitive |= info.literal_sensitive;
             (
                 info.columns.clone(),
                 RteKind::View(rel.name.clone()),
@@ -1067,6 +1081,14 @@ impl<'e> Analyser<'e, '_> {
         let refname = alias
             .map(|a| fold(&a.name))
             .unwrap_or_else(|| fname.clone());
+        // A column definition list (`AS t(a int, b text)`) names every column exactly.
+        let defined = alias.is_some_and(|a| {
+            !a.columns.is_empty() && a.columns.iter().all(|c| c.data_type.is_some())
+        });
+        let known = match (known, defined) {
+            (_, true) => alias.map(|a| vec![""; a.columns.len()]),
+            (k, false) => k,
+        };
         let (mut cols, opaque) = match known {
             Some(names) => {
                 let single = names.len() == 1;
@@ -1101,6 +1123,15 @@ impl<'e> Analyser<'e, '_> {
             cols.push(ColInfo::computed("ordinality", Sources::new()));
         }
         let columns = if opaque {
+            cols
+        } else if defined {
+            let mut cols = cols;
+            for (c, def) in cols
+                .iter_mut()
+                .zip(alias.map(|a| a.columns.as_slice()).unwrap_or_default())
+            {
+                c.name = fold(&def.name);
+            }
             cols
         } else {
             apply_alias_columns(cols, alias)?
@@ -1172,6 +1203,9 @@ impl<'e> Analyser<'e, '_> {
                 rel.name
             )));
         };
+        // Whether the scan counts as filtered depends on the literals of the WHERE when the
+        // policy's filter has literals of its own.
+        self.out.literal_sensitive |= super::views::filter_has_literals(&filters);
         if *selection != expected {
             return Ok(None);
         }

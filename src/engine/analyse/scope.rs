@@ -264,7 +264,7 @@ impl Scopes {
                 _ => return Err(AnalyseError::Ambiguous(qualified(schema, name))),
             }
         }
-        Err(AnalyseError::UnknownRelation(qualified(schema, name)))
+        Err(AnalyseError::UnknownQualifier(qualified(schema, name)))
     }
 
     /// Resolve `qualifier.column`.

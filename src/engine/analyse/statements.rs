@@ -21,6 +21,12 @@ use super::{
     StarGroup, StatementAnalysis, WriteKind, WriteTarget,
 };
 
+/// `DEFAULT` in VALUES or SET (a reserved word: a column of that name must be quoted).
+fn is_default(e: &sqlparser::ast::Expr) -> bool {
+    matches!(e, sqlparser::ast::Expr::Identifier(i)
+        if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
 fn unsupported(what: &str) -> AnalyseError {
     AnalyseError::Unsupported(what.to_owned())
 }
@@ -66,7 +72,7 @@ impl<'e> Analyser<'e, '_> {
                 let select_into = matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.is_some());
                 if select_into {
                     self.kind("SELECT INTO");
-                    self.need(Grant::Ddl, "SELECT INTO creates a table");
+                    self.need(Grant::Ddl, "SELECT INTO (it creates a table)");
                     let out = self.query(q, Role::Ddl)?;
                     self.emit(&out, Role::Ddl);
                     return Ok(());
@@ -304,7 +310,7 @@ impl<'e> Analyser<'e, '_> {
             Statement::CreateExtension(_) => self.procedural("CREATE EXTENSION"),
             Statement::CreateServer(_) => self.procedural("CREATE SERVER"),
             Statement::Call(_) => self.procedural("CALL"),
-            _ => Err(unsupported("statement kind")),
+            _ => Err(unsupported("this kind of statement")),
         }
     }
 
@@ -472,7 +478,9 @@ impl<'e> Analyser<'e, '_> {
                 let c = self.target_column(t, n)?;
                 self.record(&c.sources, Clause::Write, "SET");
             }
-            self.expr(&a.value, Cx::new(Clause::WriteSource, "a SET expression"))?;
+            if !is_default(&a.value) {
+                self.expr(&a.value, Cx::new(Clause::WriteSource, "a SET expression"))?;
+            }
         }
         Ok(())
     }
@@ -608,7 +616,7 @@ impl<'e> Analyser<'e, '_> {
         self.scopes.push_level(Level::default());
         let cx = Cx::new(Clause::WriteSource, "INSERT ... VALUES");
         for row in &v.rows {
-            for e in row.iter() {
+            for e in row.iter().filter(|e| !is_default(e)) {
                 self.expr(e, cx)?;
             }
         }
@@ -631,6 +639,7 @@ impl<'e> Analyser<'e, '_> {
         let Some(sel) = selection else {
             return Ok(false);
         };
+        self.out.literal_sensitive |= super::views::filter_has_literals(&filters);
         use sqlparser::ast::{BinaryOperator, Expr};
         let filter_part = if *sel == expected {
             Some(sel)
@@ -887,7 +896,7 @@ impl<'e> Analyser<'e, '_> {
                         MergeInsertKind::Values(v) => {
                             let cx = Cx::new(Clause::WriteSource, "MERGE INSERT VALUES");
                             for row in &v.rows {
-                                for e in row.iter() {
+                                for e in row.iter().filter(|e| !is_default(e)) {
                                     self.expr(e, cx)?;
                                 }
                             }
