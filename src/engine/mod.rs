@@ -1,7 +1,7 @@
 //! The pure decision engine: SQL text + catalog snapshot + compiled policy + session →
 //! [`Decision`]. No I/O.
 //!
-//! The path a text takes through [`decide`]:
+//! The path a text takes through [`decide()`]:
 //! 1. [`lexing`]: tokenize (refusing constructs Postgres and the parser read differently),
 //!    split into statements, bound operator chains;
 //! 2. parse each statement with sqlparser (PostgreSQL dialect, recursion limit kept);

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::params::{interpret, StartupRequest};
-use super::stream::{ClientStream, MaybeTls, UpstreamStream};
+use super::stream::{ClientStream, MaybeTls};
 use super::upstream::{self, UpstreamError, UpstreamSession};
 use super::ProxyState;
 use crate::error::{sqlstate, PgError};
@@ -62,31 +62,28 @@ pub async fn run(
     admitted: bool,
 ) {
     let connection_id = state.next_connection_id();
+    let _ = tcp.set_nodelay(true);
+    // The span covers the startup phase only: entering a span on every poll of the relay loop
+    // costs measurable CPU per message, so relay-phase log lines carry `conn` as a field.
     let span = tracing::info_span!("session", conn = connection_id, peer = %peer);
-    let _enter = span.enter();
-    drop(_enter);
-    let fut = async move {
-        let _ = tcp.set_nodelay(true);
-        let startup = tokio::time::timeout(
-            state.config.limits.startup_timeout(),
-            startup(&state, tcp, peer, connection_id, admitted),
-        )
-        .await;
-        let ready = match startup {
-            Ok(Ok(Some(ready))) => ready,
-            Ok(Ok(None)) => return,
-            Ok(Err(reason)) => {
-                debug!(%reason, "session ended during startup");
-                return;
-            }
-            Err(_) => {
-                debug!("startup timed out");
-                return;
-            }
-        };
-        relay(&state, ready, shutdown).await;
+    let startup = tokio::time::timeout(
+        state.config.limits.startup_timeout(),
+        tracing::Instrument::instrument(startup(&state, tcp, peer, connection_id, admitted), span),
+    )
+    .await;
+    let ready = match startup {
+        Ok(Ok(Some(ready))) => ready,
+        Ok(Ok(None)) => return,
+        Ok(Err(reason)) => {
+            debug!(conn = connection_id, %reason, "session ended during startup");
+            return;
+        }
+        Err(_) => {
+            debug!(conn = connection_id, "startup timed out");
+            return;
+        }
     };
-    tracing::Instrument::instrument(fut, span).await;
+    relay(&state, ready, shutdown).await;
 }
 
 /// A session that finished startup and is ready to relay.
@@ -505,7 +502,7 @@ enum End {
     Fatal(PgError),
 }
 
-async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Receiver<bool>) {
+async fn relay(state: &Arc<ProxyState>, ready: Ready, shutdown: watch::Receiver<bool>) {
     let Ready {
         client,
         client_buf,
@@ -526,11 +523,59 @@ async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Recei
         copy_in: AtomicBool::new(false),
         client_writing: AtomicBool::new(false),
     };
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream_stream);
+    // Plain TCP splits into owned halves without a lock; TLS streams need tokio's locked split.
+    match (client, upstream_stream) {
+        (MaybeTls::Plain(client), MaybeTls::Plain(upstream)) => {
+            let (client_read, client_write) = client.into_split();
+            let (upstream_read, upstream_write) = upstream.into_split();
+            let halves = (client_read, client_write, upstream_read, upstream_write);
+            relay_halves(
+                state,
+                halves,
+                client_buf,
+                upstream_buf,
+                shared,
+                &identity,
+                shutdown,
+            )
+            .await
+        }
+        (client, upstream) => {
+            let (client_read, client_write) = tokio::io::split(client);
+            let (upstream_read, upstream_write) = tokio::io::split(upstream);
+            let halves = (client_read, client_write, upstream_read, upstream_write);
+            relay_halves(
+                state,
+                halves,
+                client_buf,
+                upstream_buf,
+                shared,
+                &identity,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
+
+async fn relay_halves<CR, CW, UR, UW>(
+    state: &Arc<ProxyState>,
+    halves: (CR, CW, UR, UW),
+    client_buf: BytesMut,
+    upstream_buf: BytesMut,
+    shared: Shared,
+    identity: &SessionIdentity,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write, mut upstream_read, mut upstream_write) = halves;
     let mut forward = ClientToUpstream {
         state,
-        identity: &identity,
+        identity,
         shared: &shared,
         nonce: rand::random(),
         unsynced: false,
@@ -561,7 +606,7 @@ async fn relay(state: &Arc<ProxyState>, ready: Ready, mut shutdown: watch::Recei
         let _ = upstream_write.write_all(&terminate).await;
     }
     let _ = client_write.shutdown().await;
-    info!(service = %identity.service, reason = ?end, "session ended");
+    info!(conn = identity.connection_id, service = %identity.service, reason = ?end, "session ended");
 }
 
 /// The client-to-upstream direction: frame by frame, with SQL-bearing messages decided.
@@ -584,8 +629,8 @@ struct ClientToUpstream<'a> {
 impl ClientToUpstream<'_> {
     async fn run(
         &mut self,
-        client: &mut ReadHalf<ClientStream>,
-        upstream: &mut WriteHalf<UpstreamStream>,
+        client: &mut (impl AsyncRead + Unpin),
+        upstream: &mut (impl AsyncWrite + Unpin),
         mut buf: BytesMut,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
@@ -644,7 +689,8 @@ impl ClientToUpstream<'_> {
                     changed = shutdown.changed(), if !draining => {
                         draining = changed.is_err() || *shutdown.borrow();
                     }
-                    _ = tokio::time::sleep(DRAIN_POLL), if poll => {}
+                    // An async block, so the timer is only created when the branch is enabled.
+                    _ = async { tokio::time::sleep(DRAIN_POLL).await }, if poll => {}
                     _ = sleep_or_never(idle_limit) => {
                         return End::Fatal(PgError::fatal(
                             sqlstate::IDLE_SESSION_TIMEOUT,
