@@ -202,6 +202,9 @@ fn decide_inner_impl(
         let mut st = StatementReport::new("UNKNOWN");
         st.rule = Rule::Refused(e.to_string());
         report.statements.push(st);
+        // The check reads literal values (`SET client_encoding TO 'UTF8'` passes, 'LATIN1'
+        // does not): never reuse this decision for another statement of the same shape.
+        report.literal_sensitive = true;
         return blocked(
             PgError::forbidden(format!("purpose policy refuses this statement: {e}")),
             report,

@@ -1027,6 +1027,11 @@ impl<'e> Analyser<'e, '_> {
                 variable, values, ..
             } => {
                 let name = name_parts(variable)?.join(".");
+                if PINNED_PARAMETERS.contains(&name.as_str()) {
+                    // Allowed or refused depending on the value: 'UTF8' and 'LATIN1' have
+                    // the same shape, so this decision must never be served from the cache.
+                    self.out.literal_sensitive = true;
+                }
                 if !sets_pinned_value(&name, values) {
                     self.parameter(&name);
                 }

@@ -183,3 +183,34 @@ fn setting_a_pinned_parameter_to_its_pinned_value_is_allowed() {
         assert!(check_pinned_settings(&lexed).is_err(), "{sql}");
     }
 }
+
+#[test]
+fn engine_allows_setting_pinned_parameters_to_their_pinned_value() {
+    use crate::engine::fixtures::{example_catalog, example_policy};
+    use crate::engine::{decide, SessionView};
+    let policy = example_policy();
+    let catalog = example_catalog();
+    let service = policy.service("ads-service").unwrap();
+    let session = SessionView {
+        service,
+        purpose: "advertising",
+    };
+    for sql in [
+        "SET client_encoding TO 'UTF8'",
+        "SET standard_conforming_strings = on",
+    ] {
+        let allowed = decide(sql, &catalog, &policy, &session);
+        assert!(allowed.is_allow(), "{sql}: {allowed:?}");
+    }
+    for sql in [
+        "SET client_encoding TO 'LATIN1'",
+        "SET standard_conforming_strings = off",
+    ] {
+        let refused = decide(sql, &catalog, &policy, &session);
+        assert!(refused.is_block(), "{sql}: {refused:?}");
+        assert!(
+            refused.report().literal_sensitive,
+            "{sql}: pinned-value decisions must not be cached by shape"
+        );
+    }
+}
