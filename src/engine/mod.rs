@@ -1,7 +1,7 @@
 //! The pure decision engine: SQL text + catalog snapshot + compiled policy + session →
 //! [`Decision`]. No I/O.
 //!
-//! The path a text takes through [`decide`]:
+//! The path a text takes through [`decide()`]:
 //! 1. [`lexing`]: tokenize (refusing constructs Postgres and the parser read differently),
 //!    split into statements, bound operator chains;
 //! 2. parse each statement with sqlparser (PostgreSQL dialect, recursion limit kept);
@@ -10,6 +10,18 @@
 //! 4. [`decide`](mod@decide): check uses, grants and refusals against the policy;
 //! 5. [`rewrite`]: build token-anchored edits of the original text, apply them, and decide the
 //!    rewritten text again, blocking unless it comes out allowed with the same output columns.
+//!
+//! Semantics in brief (DESIGN.md is binding; /work/notes/engine-brief.md adds precision):
+//! - a *use* is a catalog column whose value takes part in the statement, with the clause it
+//!   sits in; a view column stands for the base columns feeding it, and the uses inside a view's
+//!   definition are uses of whoever scans it;
+//! - a bare column reference that only passes through derived tables, CTEs or views is used
+//!   where it is finally consumed; any other expression is a use where it is computed;
+//! - a forbidden column that only reaches the top-level output as a bare reference (or through
+//!   `*`) is masked when the policy says so; every other forbidden use blocks;
+//! - every scan of a row-filtered table is replaced by `(SELECT * FROM t WHERE (filter)) AS a`
+//!   (views are inlined to reach their scans; UPDATE / DELETE targets get the filter in WHERE);
+//! - anything the analyser cannot resolve with certainty blocks (fail closed).
 
 pub mod analyse;
 pub mod decide;
