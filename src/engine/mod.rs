@@ -155,6 +155,45 @@ pub fn decide(
 struct Analysed {
     base: usize,
     analysis: StatementAnalysis,
+    /// `TABLE t`, judged as `SELECT * FROM t`: it cannot carry a rewrite.
+    table_command: bool,
+}
+
+/// Parse one statement's text and analyse it.
+fn parse_and_analyse(env: &Env<'_>, text: &str) -> Result<StatementAnalysis, (PgError, Rule)> {
+    let parsed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_statements());
+    let stmts = parsed.map_err(|e| {
+        let why = match e {
+            sqlparser::parser::ParserError::RecursionLimitExceeded => {
+                "statement nesting is too deep".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (
+            PgError::error(
+                sqlstate::SYNTAX_ERROR,
+                format!("purpose policy cannot parse this statement: {why}"),
+            ),
+            Rule::Syntax,
+        )
+    })?;
+    let unanalysable = |why: String| {
+        (
+            PgError::forbidden(format!(
+                "purpose policy cannot analyse this statement: {why}"
+            ))
+            .with_hint("the proxy blocks statements it cannot analyse with certainty"),
+            Rule::Unanalysable(why),
+        )
+    };
+    let [stmt] = stmts.as_slice() else {
+        return Err(unanalysable(
+            "a statement did not parse as exactly one statement".into(),
+        ));
+    };
+    analyse::statements::analyse_statement(env, text, stmt).map_err(|e| unanalysable(e.to_string()))
 }
 
 fn decide_inner(
@@ -239,48 +278,36 @@ fn decide_inner_impl(
             .take(4)
             .map(|t| sql[t.start..t.end].to_ascii_lowercase())
             .collect();
-        let analysis = match pre_parse(&words) {
+        // `TABLE t` (which the parser does not read) is `SELECT * FROM t`: it is judged as
+        // such, and allowed only when that needs no rewrite.
+        let table_command = words.first().is_some_and(|w| w == "table");
+        let analysed_text;
+        let text = if table_command {
+            let rest = lexed.tokens.get(range.start + 1).map_or(end, |t| t.start);
+            analysed_text = format!("SELECT * FROM {}", &sql[rest..end]);
+            analysed_text.as_str()
+        } else {
+            text
+        };
+        let analysis = match pre_parse(&words).filter(|_| !table_command) {
             Some(a) => a,
-            None => {
-                let parsed = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(text)
-                    .and_then(|mut p| p.parse_statements());
-                let stmts = match parsed {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let mut st = StatementReport::new("UNKNOWN");
-                        st.rule = Rule::Syntax;
-                        report.statements.push(st);
-                        let why = match e {
-                            sqlparser::parser::ParserError::RecursionLimitExceeded => {
-                                "statement nesting is too deep".to_owned()
-                            }
-                            other => other.to_string(),
-                        };
-                        return blocked(
-                            PgError::error(
-                                sqlstate::SYNTAX_ERROR,
-                                format!("purpose policy cannot parse this statement: {why}"),
-                            ),
-                            report,
-                        );
-                    }
-                };
-                let [stmt] = stmts.as_slice() else {
-                    return unanalysable(
-                        "a statement did not parse as exactly one statement",
-                        report,
-                    );
-                };
-                match analyse::statements::analyse_statement(&env, text, stmt) {
-                    Ok(a) => a,
-                    Err(e) => return unanalysable(e.to_string(), report),
+            None => match parse_and_analyse(&env, text) {
+                Ok(a) => a,
+                Err((error, rule)) => {
+                    let mut st = StatementReport::new("UNKNOWN");
+                    st.rule = rule;
+                    report.statements.push(st);
+                    return blocked(error, report);
                 }
-            }
+            },
         };
         report.literal_sensitive |= analysis.literal_sensitive;
         names.push(analysis.output_names.clone());
-        analysed.push(Analysed { base, analysis });
+        analysed.push(Analysed {
+            base,
+            analysis,
+            table_command,
+        });
     }
 
     let mut edits: Vec<Edit> = Vec::new();
@@ -291,6 +318,16 @@ fn decide_inner_impl(
             Verdict::Block(err, st) => {
                 report.statements.push(st);
                 return blocked(err, report);
+            }
+            Verdict::Rewrite(st, _) if a.table_command => {
+                report.statements.push(st);
+                return blocked(
+                    PgError::forbidden(
+                        "purpose policy needs to mask or filter the data TABLE reads: \
+                         write SELECT ... FROM instead",
+                    ),
+                    report,
+                );
             }
             Verdict::Rewrite(st, plan) => {
                 report.statements.push(st);
