@@ -160,7 +160,7 @@ struct Analysed {
 }
 
 /// Parse one statement's text and analyse it.
-fn parse_and_analyse(env: &Env<'_>, text: &str) -> Result<StatementAnalysis, (PgError, Rule)> {
+fn parse_and_analyse(env: &Env<'_>, text: &str) -> Result<StatementAnalysis, Box<(PgError, Rule)>> {
     let parsed = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_statements());
@@ -171,22 +171,22 @@ fn parse_and_analyse(env: &Env<'_>, text: &str) -> Result<StatementAnalysis, (Pg
             }
             other => other.to_string(),
         };
-        (
+        Box::new((
             PgError::error(
                 sqlstate::SYNTAX_ERROR,
                 format!("purpose policy cannot parse this statement: {why}"),
             ),
             Rule::Syntax,
-        )
+        ))
     })?;
     let unanalysable = |why: String| {
-        (
+        Box::new((
             PgError::forbidden(format!(
                 "purpose policy cannot analyse this statement: {why}"
             ))
             .with_hint("the proxy blocks statements it cannot analyse with certainty"),
             Rule::Unanalysable(why),
-        )
+        ))
     };
     let [stmt] = stmts.as_slice() else {
         return Err(unanalysable(
@@ -293,7 +293,8 @@ fn decide_inner_impl(
             Some(a) => a,
             None => match parse_and_analyse(&env, text) {
                 Ok(a) => a,
-                Err((error, rule)) => {
+                Err(e) => {
+                    let (error, rule) = *e;
                     let mut st = StatementReport::new("UNKNOWN");
                     st.rule = rule;
                     report.statements.push(st);
