@@ -283,7 +283,11 @@ fn decide_inner_impl(
         let table_command = words.first().is_some_and(|w| w == "table");
         let analysed_text;
         let text = if table_command {
-            let rest = lexed.tokens.get(range.start + 1).map_or(end, |t| t.start);
+            let rest = if range.start + 1 < range.end {
+                lexed.tokens.get(range.start + 1).map_or(end, |t| t.start)
+            } else {
+                end
+            };
             analysed_text = format!("SELECT * FROM {}", &sql[rest..end]);
             analysed_text.as_str()
         } else {
