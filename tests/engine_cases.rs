@@ -129,3 +129,57 @@ fn engine_cases() {
         failures.join("\n")
     );
 }
+
+/// Every case's SQL cut at every token boundary, with each single token removed, and with each
+/// pair of neighbouring tokens swapped, must be
+/// decided without a panic; a rewrite must itself decide as allowed.
+#[test]
+fn mutated_cases_never_panic_and_rewrites_are_stable() {
+    use pgpurpose::engine::lexing;
+    let catalog = fixtures::example_catalog();
+    let policy = fixtures::example_policy();
+    let mut decided = 0;
+    for (_, cases) in load_case_files() {
+        for case in &cases {
+            let Some(service) = policy.service(&case.service) else {
+                continue;
+            };
+            let purpose = case
+                .purpose
+                .clone()
+                .unwrap_or_else(|| service.purposes[0].clone());
+            let session = SessionView {
+                service,
+                purpose: &purpose,
+            };
+            let Ok(lexed) = lexing::lex(&case.sql) else {
+                continue;
+            };
+            let mut variants = Vec::new();
+            for (i, t) in lexed.tokens.iter().enumerate() {
+                variants.push(case.sql[..t.start].to_owned());
+                variants.push(format!("{}{}", &case.sql[..t.start], &case.sql[t.end..]));
+                // Swap with the next token.
+                if let Some(n) = lexed.tokens.get(i + 1) {
+                    variants.push(format!(
+                        "{}{} {}{}",
+                        &case.sql[..t.start],
+                        &case.sql[n.start..n.end],
+                        &case.sql[t.start..t.end],
+                        &case.sql[n.end..]
+                    ));
+                }
+            }
+            for v in variants {
+                let d = decide(&v, &catalog, &policy, &session);
+                decided += 1;
+                if let Decision::Rewrite { sql, .. } = &d {
+                    let again = decide(sql, &catalog, &policy, &session);
+                    assert!(again.is_allow(), "{v}\n -> {sql}\n -> {again:?}");
+                }
+            }
+        }
+    }
+    println!("decided {decided} mutated statements");
+    assert!(decided > 1000);
+}

@@ -293,3 +293,59 @@ async fn forwarded_statements_are_valid_postgres_with_the_same_columns() {
     assert!(checked > 100, "too few statements checked: {checked}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Queries drivers, ORMs and psql send on their own: with the catalog read from the database
+/// (functions included) they must pass for a service that may read the tables involved.
+#[tokio::test]
+async fn typical_client_queries_pass_with_the_loaded_catalog() {
+    let real = real_catalog().await;
+    let policy = fixtures::example_policy();
+    let service = policy.service("analytics-service").expect("service");
+    let queries = [
+        // psql \dt
+        "SELECT n.nspname as \"Schema\", c.relname as \"Name\", \
+         CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
+         WHEN 'i' THEN 'index' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' \
+         WHEN 'p' THEN 'partitioned table' END as \"Type\", \
+         pg_catalog.pg_get_userbyid(c.relowner) as \"Owner\" \
+         FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam \
+         WHERE c.relkind IN ('r','p','') AND n.nspname <> 'pg_catalog' AND n.nspname !~ '^pg_toast' \
+         AND n.nspname <> 'information_schema' AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1,2",
+        // psql \d users (first query)
+        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname OPERATOR(pg_catalog.~) '^(users)$' COLLATE pg_catalog.default \
+         AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3",
+        // JDBC / libpq session setup
+        "SET extra_float_digits = 3",
+        "SET application_name = 'PostgreSQL JDBC Driver'",
+        "SELECT version()",
+        "SHOW TRANSACTION ISOLATION LEVEL",
+        "SELECT typname, oid FROM pg_catalog.pg_type WHERE typname = ANY($1)",
+        "SELECT t.oid, t.typname FROM pg_catalog.pg_type t WHERE t.oid = 'users'::regclass",
+        // ORM-style statements
+        "SELECT \"users\".\"id\", \"users\".\"handle\" FROM \"users\" WHERE \"users\".\"id\" = $1 LIMIT $2",
+        "SELECT COUNT(*) AS \"__count\" FROM \"posts\" WHERE (\"posts\".\"user_id\" = 3)",
+        "INSERT INTO \"posts\" (\"user_id\", \"body\") VALUES ($1, $2) RETURNING \"posts\".\"id\"",
+        "UPDATE \"posts\" SET \"body\" = $1 WHERE \"posts\".\"id\" = $2",
+        "SELECT EXISTS(SELECT 1 FROM users WHERE id = $1)",
+        "SELECT information_schema.columns.column_name FROM information_schema.columns WHERE table_name = 'users'",
+    ];
+    let mut failures = Vec::new();
+    for q in queries {
+        let d = decide(
+            q,
+            &real,
+            &policy,
+            &SessionView {
+                service,
+                purpose: "analytics",
+            },
+        );
+        if !d.is_allow() {
+            failures.push(format!("{q}\n  -> {}", describe(&d)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -10,6 +10,18 @@
 //! 4. [`decide`](mod@decide): check uses, grants and refusals against the policy;
 //! 5. [`rewrite`]: build token-anchored edits of the original text, apply them, and decide the
 //!    rewritten text again, blocking unless it comes out allowed with the same output columns.
+//!
+//! Semantics in brief (DESIGN.md is binding; /work/notes/engine-brief.md adds precision):
+//! - a *use* is a catalog column whose value takes part in the statement, with the clause it
+//!   sits in; a view column stands for the base columns feeding it, and the uses inside a view's
+//!   definition are uses of whoever scans it;
+//! - a bare column reference that only passes through derived tables, CTEs or views is used
+//!   where it is finally consumed; any other expression is a use where it is computed;
+//! - a forbidden column that only reaches the top-level output as a bare reference (or through
+//!   `*`) is masked when the policy says so; every other forbidden use blocks;
+//! - every scan of a row-filtered table is replaced by `(SELECT * FROM t WHERE (filter)) AS a`
+//!   (views are inlined to reach their scans; UPDATE / DELETE targets get the filter in WHERE);
+//! - anything the analyser cannot resolve with certainty blocks (fail closed).
 
 pub mod analyse;
 pub mod decide;
@@ -143,6 +155,45 @@ pub fn decide(
 struct Analysed {
     base: usize,
     analysis: StatementAnalysis,
+    /// `TABLE t`, judged as `SELECT * FROM t`: it cannot carry a rewrite.
+    table_command: bool,
+}
+
+/// Parse one statement's text and analyse it.
+fn parse_and_analyse(env: &Env<'_>, text: &str) -> Result<StatementAnalysis, Box<(PgError, Rule)>> {
+    let parsed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_statements());
+    let stmts = parsed.map_err(|e| {
+        let why = match e {
+            sqlparser::parser::ParserError::RecursionLimitExceeded => {
+                "statement nesting is too deep".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Box::new((
+            PgError::error(
+                sqlstate::SYNTAX_ERROR,
+                format!("purpose policy cannot parse this statement: {why}"),
+            ),
+            Rule::Syntax,
+        ))
+    })?;
+    let unanalysable = |why: String| {
+        Box::new((
+            PgError::forbidden(format!(
+                "purpose policy cannot analyse this statement: {why}"
+            ))
+            .with_hint("the proxy blocks statements it cannot analyse with certainty"),
+            Rule::Unanalysable(why),
+        ))
+    };
+    let [stmt] = stmts.as_slice() else {
+        return Err(unanalysable(
+            "a statement did not parse as exactly one statement".into(),
+        ));
+    };
+    analyse::statements::analyse_statement(env, text, stmt).map_err(|e| unanalysable(e.to_string()))
 }
 
 fn decide_inner(
@@ -230,48 +281,41 @@ fn decide_inner_impl(
             .take(4)
             .map(|t| sql[t.start..t.end].to_ascii_lowercase())
             .collect();
-        let analysis = match pre_parse(&words) {
+        // `TABLE t` (which the parser does not read) is `SELECT * FROM t`: it is judged as
+        // such, and allowed only when that needs no rewrite.
+        let table_command = words.first().is_some_and(|w| w == "table");
+        let analysed_text;
+        let text = if table_command {
+            let rest = if range.start + 1 < range.end {
+                lexed.tokens.get(range.start + 1).map_or(end, |t| t.start)
+            } else {
+                end
+            };
+            analysed_text = format!("SELECT * FROM {}", &sql[rest..end]);
+            analysed_text.as_str()
+        } else {
+            text
+        };
+        let analysis = match pre_parse(&words).filter(|_| !table_command) {
             Some(a) => a,
-            None => {
-                let parsed = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(text)
-                    .and_then(|mut p| p.parse_statements());
-                let stmts = match parsed {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let mut st = StatementReport::new("UNKNOWN");
-                        st.rule = Rule::Syntax;
-                        report.statements.push(st);
-                        let why = match e {
-                            sqlparser::parser::ParserError::RecursionLimitExceeded => {
-                                "statement nesting is too deep".to_owned()
-                            }
-                            other => other.to_string(),
-                        };
-                        return blocked(
-                            PgError::error(
-                                sqlstate::SYNTAX_ERROR,
-                                format!("purpose policy cannot parse this statement: {why}"),
-                            ),
-                            report,
-                        );
-                    }
-                };
-                let [stmt] = stmts.as_slice() else {
-                    return unanalysable(
-                        "a statement did not parse as exactly one statement",
-                        report,
-                    );
-                };
-                match analyse::statements::analyse_statement(&env, text, stmt) {
-                    Ok(a) => a,
-                    Err(e) => return unanalysable(e.to_string(), report),
+            None => match parse_and_analyse(&env, text) {
+                Ok(a) => a,
+                Err(e) => {
+                    let (error, rule) = *e;
+                    let mut st = StatementReport::new("UNKNOWN");
+                    st.rule = rule;
+                    report.statements.push(st);
+                    return blocked(error, report);
                 }
-            }
+            },
         };
         report.literal_sensitive |= analysis.literal_sensitive;
         names.push(analysis.output_names.clone());
-        analysed.push(Analysed { base, analysis });
+        analysed.push(Analysed {
+            base,
+            analysis,
+            table_command,
+        });
     }
 
     let mut edits: Vec<Edit> = Vec::new();
@@ -282,6 +326,16 @@ fn decide_inner_impl(
             Verdict::Block(err, st) => {
                 report.statements.push(st);
                 return blocked(err, report);
+            }
+            Verdict::Rewrite(st, _) if a.table_command => {
+                report.statements.push(st);
+                return blocked(
+                    PgError::forbidden(
+                        "purpose policy needs to mask or filter the data TABLE reads: \
+                         write SELECT ... FROM instead",
+                    ),
+                    report,
+                );
             }
             Verdict::Rewrite(st, plan) => {
                 report.statements.push(st);

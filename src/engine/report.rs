@@ -106,7 +106,7 @@ pub struct MaskedColumn {
 pub struct RowFilterApplied {
     pub table: QualifiedName,
     pub filter: String,
-    /// "scan", "UPDATE target", "DELETE target", "view `<name>`", "COPY".
+    /// `scan`, `UPDATE target`, `DELETE target`, `view <name>`, `COPY`.
     pub at: String,
 }
 

@@ -4,14 +4,18 @@
 //! beyond what resolution itself needs (which scans are already filtered).
 //!
 //! - [`scope`]: range-table entries, query levels, name resolution and lineage.
-//! - [`query`]: queries, set operations, SELECT, FROM items, CTEs.
+//! - [`query`]: queries, set operations, SELECT, CTEs.
+//! - [`from`]: FROM items (tables, views, CTE references, derived tables, functions, joins).
 //! - [`expr`]: expressions and function calls.
-//! - [`statements`]: DML, COPY and utility statements.
+//! - [`statements`]: statement dispatch, the top-level output, COPY, SET/RESET, DDL.
+//! - [`dml`]: INSERT / UPDATE / DELETE / MERGE and data-modifying CTEs.
 //! - [`views`]: view definitions (lineage and uses inside them).
 //! - [`functions`]: which functions may be called.
 //! - [`naming`]: the output column names Postgres gives select-list items.
 
+pub mod dml;
 pub mod expr;
+pub mod from;
 pub mod functions;
 pub mod naming;
 pub mod query;
