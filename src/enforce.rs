@@ -1,15 +1,34 @@
 //! The production [`Interceptor`]: decides every statement with the pure engine against the
 //! current policy and catalog snapshot, caching decisions by statement *shape*.
 //!
-//! A cache key is the statement's shape (its tokens with literals replaced by placeholders),
-//! the service, the purpose, the policy version and the catalog version. A cached rewrite is a
-//! list of token-anchored edits that is applied to the new statement's own tokens, so statements
-//! that differ only in literal values share one decision without sharing each other's literals.
-//! Decisions that depended on a literal's value, and rewrites whose edits would replace a
-//! literal, are never cached.
+//! A cache key is the statement's [cache-key rendering](shape::push_cache_key) (its tokens with
+//! literal values replaced by placeholders that keep the literal's kind), the service, the
+//! purpose, the policy version and the catalog version. A cached rewrite is a list of
+//! token-anchored edits that is applied to the new statement's own tokens, so statements that
+//! differ only in literal values share one decision without sharing each other's literals.
 //!
-//! Fail closed: no catalog snapshot yet, an unknown service, a lexing failure or a failed edit
-//! all block the statement.
+//! What is never cached: decisions that depended on a literal's value (the engine marks them
+//! `literal_sensitive`), rewrites whose edits would replace a literal, allowed DDL (the catalog
+//! changes under it), and blocks other than a policy verdict on a column or a grant (a syntax
+//! error or an analysis failure may depend on a literal, e.g. `ORDER BY 0`, and caching it would
+//! block that shape's valid statements too).
+//!
+//! # The lookup path
+//!
+//! A lookup tokenizes with [`lexing::lex_for_lookup`] only (Postgres's rules, without the
+//! sqlparser cross-check that costs ~20x more), builds the key without allocating anything but
+//! one `String`, and runs [`pinned::check_pinned_settings`] on the statement's own tokens before
+//! serving a hit. Why skipping the cross-check is safe: an entry exists only because the full
+//! pipeline (cross-checked [`lexing::lex`], parse, analysis, decision) ran on a statement whose
+//! key is equal, and an equal key means Postgres reads the same token sequence apart from
+//! literal values (see `lex_for_lookup`). The decision was made on that reading and did not
+//! depend on literal values, so it holds for the new statement. The one check that does read
+//! literal values, the pinned settings (`SET client_encoding TO 'UTF8'` is allowed, `'LATIN1'`
+//! is not, and both have one shape), runs on every hit; when it objects the statement goes to
+//! the engine, which blocks it with its full report.
+//!
+//! Fail closed: no catalog snapshot yet, an unknown service or a failed edit block the
+//! statement; anything the lookup scan refuses is decided by the engine, which refuses it too.
 
 use std::sync::Arc;
 
@@ -18,8 +37,8 @@ use moka::sync::Cache;
 
 use crate::catalog::Catalog;
 use crate::engine::lexing::{self, Edit, Lexed};
-use crate::engine::{self, shape, Decision, SessionView};
-use crate::error::{sqlstate, PgError};
+use crate::engine::{self, pinned, shape, Decision, Rule, SessionView};
+use crate::error::PgError;
 use crate::intercept::{Interceptor, StatementContext, Verdict};
 use crate::policy::CompiledPolicy;
 
@@ -27,15 +46,6 @@ use crate::policy::CompiledPolicy;
 pub const DECISION_CACHE_ENTRIES: u64 = 100_000;
 /// Statements longer than this are decided every time rather than cached (bounded memory).
 pub const MAX_CACHED_STATEMENT_BYTES: usize = 16 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CacheKey {
-    shape: String,
-    service: String,
-    purpose: String,
-    policy_version: Arc<str>,
-    catalog_version: u64,
-}
 
 #[derive(Debug, Clone)]
 enum Cached {
@@ -65,7 +75,8 @@ pub struct Enforcer {
     /// refused, since their names would be resolved against the wrong catalog.
     database: String,
     catalog: ArcSwapOption<Catalog>,
-    cache: Cache<CacheKey, Cached>,
+    /// Keyed by [`cache_key`]'s text; looked up by `&str` so a hit allocates no key.
+    cache: Cache<String, Cached>,
     observer: Option<Arc<dyn DecisionObserver>>,
     /// Called after an allowed DDL statement so the catalog is refreshed promptly.
     ddl_seen: Arc<tokio::sync::Notify>,
@@ -139,6 +150,102 @@ fn is_ddl(decision: &Decision) -> bool {
     })
 }
 
+/// The cache key of a statement for a session: length-prefixed service, purpose and policy
+/// version (so no field can run into the next), the catalog version, then the statement's
+/// [`shape::push_cache_key`] rendering.
+fn cache_key(
+    ctx: &StatementContext<'_>,
+    policy_version: &str,
+    catalog_version: u64,
+    lexed: &Lexed,
+) -> String {
+    use std::fmt::Write;
+    let fixed = ctx.service.len() + ctx.purpose.len() + policy_version.len() + 48;
+    let mut key = String::with_capacity(fixed + lexed.sql.len() + lexed.len());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        key,
+        "{}:{}{}:{}{}:{}{}|",
+        ctx.service.len(),
+        ctx.service,
+        ctx.purpose.len(),
+        ctx.purpose,
+        policy_version.len(),
+        policy_version,
+        catalog_version,
+    );
+    shape::push_cache_key(lexed, &mut key);
+    key
+}
+
+/// What the lookup path found.
+enum Lookup<'a> {
+    /// Served from the cache.
+    Hit(Verdict),
+    /// Not cached: decide, then store under this key (the tokens are the statement's, as the
+    /// full lexer reads them whenever it accepts the text).
+    Miss(String, Lexed<'a>),
+    /// Not cacheable (too long, refused by the lookup scan) or a hit the pinned-settings check
+    /// objects to: the engine decides and nothing is stored.
+    Bypass,
+}
+
+impl Enforcer {
+    fn lookup<'a>(
+        &self,
+        ctx: &StatementContext<'_>,
+        sql: &'a str,
+        policy_version: &str,
+        catalog_version: u64,
+    ) -> Lookup<'a> {
+        if sql.len() > MAX_CACHED_STATEMENT_BYTES {
+            return Lookup::Bypass;
+        }
+        let Ok(lexed) = lexing::lex_for_lookup(sql) else {
+            return Lookup::Bypass;
+        };
+        let key = cache_key(ctx, policy_version, catalog_version, &lexed);
+        let Some(cached) = self.cache.get(key.as_str()) else {
+            return Lookup::Miss(key, lexed);
+        };
+        // Literal values can change this verdict, and the shape erased them.
+        if pinned::check_pinned_settings(&lexed).is_err() {
+            return Lookup::Bypass;
+        }
+        Lookup::Hit(match cached {
+            Cached::Allow => Verdict::Forward,
+            Cached::Block(error) => Verdict::Block(error),
+            Cached::Rewrite(edits) => match lexing::apply_edits(&lexed, &edits) {
+                Ok(rewritten) => Verdict::Rewrite(rewritten),
+                Err(_) => Verdict::Block(PgError::forbidden(
+                    "pgpurpose could not apply its rewrite to this statement",
+                )),
+            },
+        })
+    }
+}
+
+/// What to store for a fresh decision, if anything (see the module docs for what is never
+/// cached).
+fn to_cache(decision: &Decision, lexed: &Lexed) -> Option<Cached> {
+    if decision.report().literal_sensitive {
+        return None;
+    }
+    match decision {
+        Decision::Allow(_) => (!is_ddl(decision)).then_some(Cached::Allow),
+        Decision::Block { error, report } => {
+            let policy_verdict = matches!(
+                report.statements.last().map(|s| &s.rule),
+                Some(Rule::ForbiddenColumn { .. } | Rule::GrantRequired(_))
+            );
+            policy_verdict.then(|| Cached::Block(error.clone()))
+        }
+        Decision::Rewrite { edits, .. } => (!is_ddl(decision)
+            && edits_are_shape_safe(lexed, edits))
+        .then(|| Cached::Rewrite(Arc::from(edits.as_slice()))),
+    }
+}
+
 impl Interceptor for Enforcer {
     fn decide(&self, ctx: &StatementContext<'_>, sql: &str) -> Verdict {
         if ctx.database != self.database {
@@ -164,74 +271,35 @@ impl Interceptor for Enforcer {
             ));
             return self.refuse(ctx, sql, error);
         };
-        let lexed = match lexing::lex(sql) {
-            Ok(lexed) => lexed,
-            Err(error) => {
-                let error = PgError::error(
-                    sqlstate::SYNTAX_ERROR,
-                    format!("pgpurpose cannot analyse this statement: {error}"),
-                )
-                .with_hint(
-                    "the proxy refuses SQL whose meaning it cannot determine with certainty",
-                );
-                return self.refuse(ctx, sql, error);
+        let store = match self.lookup(ctx, sql, &policy.version, catalog.version) {
+            Lookup::Hit(verdict) => {
+                self.observe(ctx, sql, Outcome::Cached(&verdict));
+                return verdict;
             }
+            Lookup::Miss(key, lexed) => Some((key, lexed)),
+            Lookup::Bypass => None,
         };
-        let cacheable = sql.len() <= MAX_CACHED_STATEMENT_BYTES;
-        let key = cacheable.then(|| CacheKey {
-            shape: shape::shape(&lexed).text,
-            service: ctx.service.to_owned(),
-            purpose: ctx.purpose.to_owned(),
-            policy_version: Arc::from(policy.version.as_str()),
-            catalog_version: catalog.version,
-        });
-        if let Some(cached) = key.as_ref().and_then(|k| self.cache.get(k)) {
-            let verdict = match cached {
-                Cached::Allow => Verdict::Forward,
-                Cached::Block(error) => Verdict::Block(error),
-                Cached::Rewrite(edits) => match lexing::apply_edits(&lexed, &edits) {
-                    Ok(rewritten) => Verdict::Rewrite(rewritten),
-                    Err(_) => Verdict::Block(PgError::forbidden(
-                        "pgpurpose could not apply its rewrite to this statement",
-                    )),
-                },
-            };
-            self.observe(ctx, sql, Outcome::Cached(&verdict));
-            return verdict;
-        }
 
+        // The engine runs the full cross-checked lexer itself and blocks what it refuses.
         let session = SessionView {
             service,
             purpose: ctx.purpose,
         };
         let decision = engine::decide(sql, &catalog, &policy, &session);
         self.observe(ctx, sql, Outcome::Decided(&decision));
-        let literal_sensitive = decision.report().literal_sensitive;
-        let (verdict, cached) = match &decision {
-            Decision::Allow(_) => (Verdict::Forward, Some(Cached::Allow)),
-            Decision::Block { error, .. } => (
-                Verdict::Block(error.clone()),
-                Some(Cached::Block(error.clone())),
-            ),
-            Decision::Rewrite {
-                sql: rewritten,
-                edits,
-                ..
-            } => {
-                let reusable = edits_are_shape_safe(&lexed, edits);
-                (
-                    Verdict::Rewrite(rewritten.clone()),
-                    reusable.then(|| Cached::Rewrite(Arc::from(edits.as_slice()))),
-                )
-            }
-        };
         if decision.is_allow() && is_ddl(&decision) {
             self.ddl_seen.notify_one();
         }
-        if let (Some(key), Some(cached), false) = (key, cached, literal_sensitive) {
-            self.cache.insert(key, cached);
+        if let Some((key, lexed)) = store {
+            if let Some(cached) = to_cache(&decision, &lexed) {
+                self.cache.insert(key, cached);
+            }
         }
-        verdict
+        match decision {
+            Decision::Allow(_) => Verdict::Forward,
+            Decision::Block { error, .. } => Verdict::Block(error),
+            Decision::Rewrite { sql, .. } => Verdict::Rewrite(sql),
+        }
     }
 }
 
@@ -298,3 +366,6 @@ pub async fn maintain_catalog(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,8 @@
 //! rule 8).
 
 #[cfg(test)]
+mod lookup_tests;
+#[cfg(test)]
 mod pg_differential;
 mod pgscan;
 #[cfg(test)]
@@ -181,6 +183,46 @@ pub fn lex(sql: &str) -> Result<Lexed<'_>, LexError> {
             offset: LocCursor::new(sql).advance_to(e.location),
         })?;
     cross_check(sql, &tokens, &sp)?;
+    Ok(Lexed { sql, tokens })
+}
+
+/// The Postgres-rules scan alone, without the sqlparser cross-check: the decision cache's
+/// lookup path.
+///
+/// Returns the same tokens (kinds and spans) as [`lex`] and refuses everything [`lex`] refuses
+/// on Postgres's grounds: every construct `pgscan` rejects, and `E'...'` strings whose escapes
+/// Postgres would reject (which [`lex`] refuses through the value comparison). What it does not
+/// check is whether sqlparser reads the text the same way; that costs ~20x the scan (sqlparser's
+/// tokenizer allocates a `String` per token) and is only needed before the text is *parsed*.
+///
+/// # Why a lookup may skip the cross-check
+///
+/// Tokens from this function are only used to build a cache key and to splice a cached edit
+/// list; they are never parsed. A cache entry is created only after the full pipeline ran on
+/// some statement `A`: the cross-checked [`lex`], sqlparser's parse and the analysis. A hit
+/// for statement `B` means `B`'s key equals `A`'s, and the key spells the whole token
+/// sequence (kind and text of every token, unquoted words ASCII-folded as Postgres folds them,
+/// string literals by kind) except literal values. Since this scanner is the reference for
+/// how Postgres tokenizes, Postgres reads `B` as the very token sequence that was analysed for
+/// `A`, apart from literal values; whatever sqlparser would make of `B`'s text is irrelevant,
+/// because `A`'s reading, checked equal to Postgres's, is the one the decision was made on.
+/// Decisions that depend on a literal's value are never cached, and the checks that read
+/// literal values ([`pinned`](super::pinned)) run on every lookup.
+pub fn lex_for_lookup(sql: &str) -> Result<Lexed<'_>, LexError> {
+    let mut tokens = Vec::with_capacity(sql.len() / 4 + 1);
+    pgscan::scan(sql, &mut tokens)?;
+    for t in &tokens {
+        // Postgres raises an error for these (NUL, invalid UTF-8, bad Unicode escapes); `lex`
+        // refuses them because no value can be compared. Only E-strings can fail to decode.
+        if t.kind == TokKind::String(StrKind::Escape)
+            && string_value(StrKind::Escape, t.text(sql)).is_none()
+        {
+            return Err(LexError::Rejected {
+                offset: t.start,
+                construct: Construct::InvalidEscape,
+            });
+        }
+    }
     Ok(Lexed { sql, tokens })
 }
 

@@ -18,8 +18,13 @@
 //!
 //! [`normalize_for_log`] never returns a literal, even for text that does not lex (security
 //! rule 8).
+//!
+//! The decision cache keys on [`push_cache_key`], a finer rendering than the shape text: a
+//! literal is `?` followed by a letter naming its kind, because some kinds are not
+//! interchangeable to Postgres (`ORDER BY 2` names an output column, `ORDER BY '2'` is an
+//! error). It is written into a caller's buffer so a cache hit allocates nothing for it.
 
-use super::lexing::{lex, Lexed, TokKind};
+use super::lexing::{lex, Lexed, StrKind, TokKind};
 
 /// What a literal is rendered as.
 pub const LITERAL_PLACEHOLDER: &str = "?";
@@ -42,7 +47,7 @@ pub struct Shape {
 pub fn shape(lexed: &Lexed) -> Shape {
     let mut text = String::with_capacity(lexed.sql.len());
     let mut literal_tokens = Vec::new();
-    render(lexed, &mut text, Some(&mut literal_tokens));
+    render(lexed, &mut text, Some(&mut literal_tokens), false);
     let fingerprint = fnv1a64(text.as_bytes());
     Shape {
         text,
@@ -51,8 +56,35 @@ pub fn shape(lexed: &Lexed) -> Shape {
     }
 }
 
-/// Append the normalised rendering of `lexed` to `out`.
-fn render(lexed: &Lexed, out: &mut String, mut literals: Option<&mut Vec<usize>>) {
+/// Append the decision-cache key of `lexed` to `out`: the [`Shape::text`] rendering, except
+/// that each literal is `?` plus a letter for its kind (`n` number, `s` standard string, `e`
+/// `E'...'`, `N` national, `b` bit, `x` hex, `d` dollar-quoted).
+///
+/// Equal keys mean Postgres reads the same token sequence apart from literal *values*: every
+/// non-literal token has the same kind and text (unquoted words up to ASCII case, which
+/// Postgres folds), every literal the same kind. The rendering stays injective: tokens are
+/// separated by one space and none contains a space except a quoted identifier, which is
+/// self-delimiting; `?` plus a letter is no token's rendering (a word cannot start with `?`,
+/// letters are not operator characters, the operator `?` renders as `OPERATOR(?)`).
+pub fn push_cache_key(lexed: &Lexed, out: &mut String) {
+    render(lexed, out, None, true);
+}
+
+/// The letter [`push_cache_key`] appends to a literal's `?`.
+fn literal_kind_letter(kind: TokKind) -> char {
+    match kind {
+        TokKind::String(StrKind::Standard) => 's',
+        TokKind::String(StrKind::Escape) => 'e',
+        TokKind::String(StrKind::National) => 'N',
+        TokKind::String(StrKind::Bit) => 'b',
+        TokKind::String(StrKind::Hex) => 'x',
+        TokKind::String(StrKind::Dollar) => 'd',
+        _ => 'n',
+    }
+}
+
+/// Append the normalised rendering of `lexed` to `out` (literal kinds marked when `kinds`).
+fn render(lexed: &Lexed, out: &mut String, mut literals: Option<&mut Vec<usize>>, kinds: bool) {
     let sql = lexed.sql;
     for (i, tok) in lexed.tokens.iter().enumerate() {
         if i > 0 {
@@ -62,6 +94,9 @@ fn render(lexed: &Lexed, out: &mut String, mut literals: Option<&mut Vec<usize>>
         match tok.kind {
             TokKind::String(_) | TokKind::Number => {
                 out.push_str(LITERAL_PLACEHOLDER);
+                if kinds {
+                    out.push(literal_kind_letter(tok.kind));
+                }
                 if let Some(l) = literals.as_deref_mut() {
                     l.push(i);
                 }
@@ -98,7 +133,7 @@ pub fn normalize_for_log(sql: &str) -> String {
     match lex(sql) {
         Ok(lexed) => {
             let mut out = String::with_capacity(sql.len());
-            render(&lexed, &mut out, None);
+            render(&lexed, &mut out, None, false);
             out
         }
         Err(_) => redact_unlexable(sql),

@@ -234,3 +234,40 @@ fn redaction_of_long_dollar_tags() {
     assert_no_secret(&out, &sql);
     assert_eq!(out, "select ?");
 }
+
+fn key_of(sql: &str) -> String {
+    let mut out = String::new();
+    push_cache_key(&lex(sql).expect("lexes"), &mut out);
+    out
+}
+
+#[test]
+fn cache_key_marks_literal_kinds() {
+    assert_eq!(
+        key_of("SELECT A FROM t WHERE x = 1 AND y = 'a' AND z = E'b' ORDER BY $$c$$"),
+        "select a from t where x = ?n and y = ?s and z = ?e order by ?d"
+    );
+    assert_eq!(
+        key_of("SELECT N'x', B'1', X'F', 1.5, d ? 'k'"),
+        "select ?N , ?b , ?x , ?n , d OPERATOR(?) ?s"
+    );
+    // Literal values and layout do not matter; kinds do (an ordinal is not a string).
+    assert_eq!(
+        key_of("SELECT a FROM t ORDER BY 1"),
+        key_of("select a\nfrom t order by 22 -- c")
+    );
+    assert_ne!(
+        key_of("SELECT a FROM t ORDER BY 1"),
+        key_of("SELECT a FROM t ORDER BY '1'")
+    );
+    assert_ne!(key_of("SELECT 'a'"), key_of("SELECT $$a$$"));
+    // The shape text (logs, fingerprints) is unchanged by the key's finer rendering.
+    assert_eq!(shape_of("SELECT 'a', 1").text, "select ? , ?");
+}
+
+#[test]
+fn cache_key_appends_to_the_buffer() {
+    let mut out = String::from("prefix|");
+    push_cache_key(&lex("SELECT 1").expect("lexes"), &mut out);
+    assert_eq!(out, "prefix|select ?n");
+}
