@@ -401,13 +401,18 @@ async fn drain_is_not_confused_by_a_query_inside_an_extended_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_is_idle_again_after_an_extended_protocol_copy_in() {
+    crate::cluster()
+        .psql(
+            "app",
+            "CREATE TABLE IF NOT EXISTS drain_copy (t text); GRANT ALL ON drain_copy TO app_analytics",
+        )
+        .unwrap();
     let (_cfg, proxy) =
         start_proxy_with(|c| c.extra_yaml = "limits:\n  idle_timeout_ms: 1000\n".into());
     let cfg = pgclient::proxy_config(SERVICE.name, SERVICE.password, proxy.port(), None);
     let (c, mut events) = pgclient::connect_watched(&cfg).await.unwrap();
-    c.batch_execute("CREATE TEMP TABLE drain_copy (t text)")
-        .await
-        .unwrap();
+    // A regular table the catalog snapshot already knows (temporary tables are not in it).
+    c.batch_execute("DELETE FROM drain_copy").await.unwrap();
     // tokio-postgres sends Bind/Execute/Sync, then the data, then CopyDone/Sync: Postgres
     // ignores the first Sync (it arrives in copy-in mode), so only one ReadyForQuery comes.
     let sink = c
