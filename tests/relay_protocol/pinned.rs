@@ -76,7 +76,12 @@ async fn statements_changing_pinned_settings_are_refused() {
     // Other settings still work, and RESET ALL / DISCARD ALL (allowed: the startup values the
     // proxy sent are the reset values) leave the pinned settings as they were.
     let c = proxied(proxy.port()).await;
-    for sql in ["SET client_encoding TO 'UTF8'", "SET statement_timeout = '5s'", "RESET ALL", "DISCARD ALL"] {
+    for sql in [
+        "SET client_encoding TO 'UTF8'",
+        "SET statement_timeout = '5s'",
+        "RESET ALL",
+        "DISCARD ALL",
+    ] {
         match c.batch_execute(sql).await {
             Ok(()) => {
                 let values = pinned_values(&c).await;
