@@ -4,12 +4,15 @@
 //! - [`proxy`]: proxy configuration files and the proxy binary as a child process.
 //! - [`client`]: connecting through the proxy with tokio-postgres, and finding external
 //!   clients (Python with psycopg).
+//! - [`frames`]: decoding RowDescription / DataRow / CommandComplete frames of [`raw`], and
+//!   rendering any backend frame for failure messages.
 //!
 //! Not every test binary uses every helper, hence the `dead_code` and `unused_imports` allowance.
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod cluster;
+pub mod frames;
 pub mod pgclient;
 pub mod proxy;
 pub mod raw;
