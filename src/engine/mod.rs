@@ -327,6 +327,21 @@ fn decide_inner_impl(
                 report.statements.push(st);
                 return blocked(err, report);
             }
+            Verdict::Rewrite(st, _)
+                if a.analysis.kind == "EXPLAIN" && !st.row_filters.is_empty() =>
+            {
+                // A plan shows what a row filter hides ("Rows Removed by Filter", estimates
+                // drawn from statistics over hidden rows). Masks alone are safe: the plan is of
+                // the rewritten statement, which never reads the masked column.
+                report.statements.push(st);
+                return blocked(
+                    PgError::forbidden(
+                        "purpose policy refuses EXPLAIN of a statement it would row-filter: \
+                         the plan would reveal the hidden rows",
+                    ),
+                    report,
+                );
+            }
             Verdict::Rewrite(st, _) if a.table_command => {
                 report.statements.push(st);
                 return blocked(

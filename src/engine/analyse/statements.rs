@@ -115,6 +115,14 @@ impl<'e> Analyser<'e, '_> {
                 // Plans expose statistics and EXPLAIN ANALYZE executes: the inner statement is
                 // judged as if it ran.
                 self.kind("EXPLAIN");
+                if matches!(**statement, Statement::Execute { .. }) {
+                    // The prepared statement was decided (and possibly rewritten) at PREPARE;
+                    // its plan would show the rows its row filters remove.
+                    self.refuse(
+                        "EXPLAIN of a prepared statement (its plan can reveal filtered rows)",
+                    );
+                    return Ok(());
+                }
                 self.statement(statement)
             }
             Statement::Prepare { statement, .. } => {
