@@ -40,6 +40,11 @@ pub const PROTECTED_SYSTEM_RELATIONS: &[(&str, &str)] = &[
     ("pg_catalog", "pg_file_settings"),
     ("pg_catalog", "pg_replication_slots"),
     ("pg_catalog", "pg_stat_replication"),
+    // Live/dead tuple counts include rows that row filters hide.
+    ("pg_catalog", "pg_stat_all_tables"),
+    ("pg_catalog", "pg_stat_user_tables"),
+    ("pg_catalog", "pg_stat_xact_all_tables"),
+    ("pg_catalog", "pg_stat_xact_user_tables"),
 ];
 
 pub fn is_protected_system_relation(table: &QualifiedName) -> bool {
