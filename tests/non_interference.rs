@@ -261,7 +261,6 @@ async fn ads_answers_do_not_depend_on_security_values() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known leak: relation sizes (pg_relation_size, pg_class.relpages, EXPLAIN costs) reveal the size of security-tagged data; the lead decides"]
 async fn ads_answers_do_not_depend_on_security_value_sizes() {
     let leaks = leaks_against(Values::Resized).await;
     assert!(
@@ -273,11 +272,11 @@ async fn ads_answers_do_not_depend_on_security_value_sizes() {
     );
 }
 
-/// The smallest form of the size leak: one copy, ads-service asks for sizes, the security
+/// The smallest form of the size leak (found by this oracle, fixed by refusing size functions,
+/// protecting `pg_class` size columns and refusing EXPLAIN over relations with forbidden columns): one copy, ads-service asks for sizes, the security
 /// data grows (a superuser lengthens `login_events.user_agent` and compacts the table), the
 /// same questions get other answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known leak: relation sizes (pg_relation_size, pg_class.relpages, EXPLAIN costs) reveal the size of security-tagged data; the lead decides"]
 async fn sizes_of_security_tagged_tables_do_not_reach_ads_service() {
     let copy = tokio::task::spawn_blocking(|| copies::make_copy(Values::Example))
         .await
@@ -296,11 +295,9 @@ async fn sizes_of_security_tagged_tables_do_not_reach_ads_service() {
         sql: (*sql).to_owned(),
     })
     .collect();
+    // The proxy now refuses or masks these questions; what matters is that the answers do
+    // not change when the security data does.
     let before = runner::run_all(as_ads(proxy.port()), &questions).await;
-    assert!(
-        before.iter().all(runner::is_clean),
-        "the questions are allowed"
-    );
     on(
         &copy,
         "UPDATE login_events SET user_agent = user_agent || repeat('x', 40); \

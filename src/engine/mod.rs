@@ -38,7 +38,7 @@ pub use report::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, QualifiedName};
 use crate::error::{sqlstate, PgError};
 use crate::policy::{CompiledPolicy, Grant, Service};
 
@@ -140,6 +140,28 @@ fn pre_parse(words: &[String]) -> Option<StatementAnalysis> {
         _ => return None,
     }
     Some(a)
+}
+
+/// Whether a statement scans a relation (or, through a view, a base relation) holding any
+/// column the purpose may not use. Unknown relations count as forbidden (fail closed).
+fn scans_forbidden_data(a: &StatementAnalysis, env: &Env<'_>) -> bool {
+    fn holds_forbidden(rel: &QualifiedName, env: &Env<'_>) -> bool {
+        env.catalog.relation(rel).is_none_or(|r| {
+            r.columns.iter().any(|c| {
+                !matches!(
+                    env.policy.column_access(rel, &c.name, env.purpose),
+                    crate::policy::ColumnAccess::Allowed
+                )
+            })
+        })
+    }
+    fn scan_forbidden(s: &analyse::Scan, env: &Env<'_>) -> bool {
+        holds_forbidden(&s.relation, env)
+            || s.view
+                .as_ref()
+                .is_some_and(|v| v.scans.iter().any(|inner| scan_forbidden(inner, env)))
+    }
+    a.scans.iter().any(|s| scan_forbidden(s, env))
 }
 
 /// Decide what to do with a SQL text (one or several statements) sent by a session.
@@ -322,6 +344,20 @@ fn decide_inner_impl(
     let mut rewritten = false;
     for a in &analysed {
         match decide::decide_statement(&a.analysis, &env, session.service) {
+            Verdict::Allow(st) | Verdict::Rewrite(st, _)
+                if a.analysis.kind == "EXPLAIN" && scans_forbidden_data(&a.analysis, &env) =>
+            {
+                // Plan costs and row estimates come from the sizes and statistics of every
+                // scanned relation, so they move with the protected values stored there.
+                report.statements.push(st);
+                return blocked(
+                    PgError::forbidden(
+                        "purpose policy refuses EXPLAIN of a statement reading a relation with \
+                         columns your purpose may not use: plan costs reveal their sizes",
+                    ),
+                    report,
+                );
+            }
             Verdict::Allow(st) => report.statements.push(st),
             Verdict::Block(err, st) => {
                 report.statements.push(st);

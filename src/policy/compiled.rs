@@ -47,6 +47,20 @@ pub const PROTECTED_SYSTEM_RELATIONS: &[(&str, &str)] = &[
     ("pg_catalog", "pg_stat_xact_user_tables"),
 ];
 
+/// Columns of otherwise harmless catalogs that reveal the size of stored data (pages and
+/// tuple estimates move when protected values change length). Untagged, usable by no purpose.
+pub const PROTECTED_SYSTEM_COLUMNS: &[(&str, &str, &str)] = &[
+    ("pg_catalog", "pg_class", "relpages"),
+    ("pg_catalog", "pg_class", "reltuples"),
+    ("pg_catalog", "pg_class", "relallvisible"),
+];
+
+pub fn is_protected_system_column(table: &QualifiedName, column: &str) -> bool {
+    PROTECTED_SYSTEM_COLUMNS
+        .iter()
+        .any(|(s, t, c)| table.schema == *s && table.name == *t && column == *c)
+}
+
 pub fn is_protected_system_relation(table: &QualifiedName) -> bool {
     PROTECTED_SYSTEM_RELATIONS
         .iter()
@@ -246,6 +260,7 @@ impl CompiledPolicy {
                 .or(rel.table_tags.as_ref())
                 .map(Vec::as_slice),
             None if is_protected_system_relation(table) => Some(&[]),
+            None if is_protected_system_column(table, column) => Some(&[]),
             None => None,
         }
     }

@@ -8,6 +8,16 @@ use crate::catalog::{Catalog, QualifiedName};
 /// Built-ins that execute SQL held in a string, read tables, files or large objects by name,
 /// or expose other sessions' statements. Matched on the unqualified, folded name.
 const DENIED_BUILTINS: &[&str] = &[
+    // Sizes of relations and databases move with the size of every value stored, protected
+    // ones included (found by the non-interference oracle).
+    "pg_relation_size",
+    "pg_total_relation_size",
+    "pg_table_size",
+    "pg_indexes_size",
+    "pg_database_size",
+    "pg_tablespace_size",
+    "pg_relation_filenode",
+    "pg_relation_filepath",
     "query_to_xml",
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
