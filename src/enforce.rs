@@ -75,8 +75,8 @@ pub struct Enforcer {
     /// refused, since their names would be resolved against the wrong catalog.
     database: String,
     catalog: ArcSwapOption<Catalog>,
-    /// Keyed by [`cache_key`]'s text; looked up by `&str` so a hit allocates no key.
-    cache: Cache<String, Cached>,
+    /// Keyed by [`cache_key`]; looked up by slice, so a hit allocates only the key buffer.
+    cache: Cache<Box<[u8]>, Cached>,
     observer: Option<Arc<dyn DecisionObserver>>,
     /// Called after an allowed DDL statement so the catalog is refreshed promptly.
     ddl_seen: Arc<tokio::sync::Notify>,
@@ -150,30 +150,24 @@ fn is_ddl(decision: &Decision) -> bool {
     })
 }
 
-/// The cache key of a statement for a session: length-prefixed service, purpose and policy
-/// version (so no field can run into the next), the catalog version, then the statement's
-/// [`shape::push_cache_key`] rendering.
+/// The cache key of a statement for a session: service, purpose and policy version, each
+/// prefixed by its length (so no field can run into the next), the catalog version, then the
+/// statement's [`shape::push_cache_key`] rendering. Binary and built without formatting: it
+/// is built on every lookup.
 fn cache_key(
     ctx: &StatementContext<'_>,
     policy_version: &str,
     catalog_version: u64,
     lexed: &Lexed,
-) -> String {
-    use std::fmt::Write;
-    let fixed = ctx.service.len() + ctx.purpose.len() + policy_version.len() + 48;
-    let mut key = String::with_capacity(fixed + lexed.sql.len() + lexed.len());
-    // Writing to a String cannot fail.
-    let _ = write!(
-        key,
-        "{}:{}{}:{}{}:{}{}|",
-        ctx.service.len(),
-        ctx.service,
-        ctx.purpose.len(),
-        ctx.purpose,
-        policy_version.len(),
-        policy_version,
-        catalog_version,
-    );
+) -> Vec<u8> {
+    let fields = [ctx.service, ctx.purpose, policy_version];
+    let fixed: usize = fields.iter().map(|f| f.len() + 8).sum::<usize>() + 8;
+    let mut key = Vec::with_capacity(fixed + lexed.sql.len() + lexed.len());
+    for f in fields {
+        key.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        key.extend_from_slice(f.as_bytes());
+    }
+    key.extend_from_slice(&catalog_version.to_le_bytes());
     shape::push_cache_key(lexed, &mut key);
     key
 }
@@ -184,7 +178,7 @@ enum Lookup<'a> {
     Hit(Verdict),
     /// Not cached: decide, then store under this key (the tokens are the statement's, as the
     /// full lexer reads them whenever it accepts the text).
-    Miss(String, Lexed<'a>),
+    Miss(Vec<u8>, Lexed<'a>),
     /// Not cacheable (too long, refused by the lookup scan) or a hit the pinned-settings check
     /// objects to: the engine decides and nothing is stored.
     Bypass,
@@ -205,7 +199,7 @@ impl Enforcer {
             return Lookup::Bypass;
         };
         let key = cache_key(ctx, policy_version, catalog_version, &lexed);
-        let Some(cached) = self.cache.get(key.as_str()) else {
+        let Some(cached) = self.cache.get(key.as_slice()) else {
             return Lookup::Miss(key, lexed);
         };
         // Literal values can change this verdict, and the shape erased them.
@@ -292,7 +286,7 @@ impl Interceptor for Enforcer {
         }
         if let Some((key, lexed)) = store {
             if let Some(cached) = to_cache(&decision, &lexed) {
-                self.cache.insert(key, cached);
+                self.cache.insert(key.into_boxed_slice(), cached);
             }
         }
         match decision {

@@ -325,5 +325,12 @@ fn key_fields_cannot_run_into_each_other() {
     let a = cache_key(&ctx("ab", "c"), "v", 1, &lexed);
     let b = cache_key(&ctx("a", "bc"), "v", 1, &lexed);
     assert_ne!(a, b);
-    assert_eq!(a, "2:ab1:c1:v1|select ?n");
+    let mut expected = Vec::new();
+    for f in ["ab", "c", "v"] {
+        expected.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        expected.extend_from_slice(f.as_bytes());
+    }
+    expected.extend_from_slice(&1u64.to_le_bytes());
+    expected.extend_from_slice(b"select ?n");
+    assert_eq!(a, expected);
 }

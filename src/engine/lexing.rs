@@ -175,6 +175,18 @@ pub enum LexError {
 
 /// Tokenize `sql`, failing closed wherever sqlparser and Postgres 15 could disagree.
 pub fn lex(sql: &str) -> Result<Lexed<'_>, LexError> {
+    lex_with_parser_tokens(sql).map(|(lexed, _)| lexed)
+}
+
+/// [`lex`], also handing back sqlparser's own tokens of `sql` (whitespace included, locations
+/// relative to `sql`), which the cross-check found equal to Postgres's reading.
+///
+/// A caller that parses all of `sql` can give them to `Parser::with_tokens_with_locations`
+/// instead of letting `Parser::try_with_sql` tokenize the text a second time: the parse is the
+/// same (`try_with_sql` is exactly this tokenization followed by `with_tokens_with_locations`),
+/// and one sqlparser tokenization is the largest single cost of an uncached decision of a short
+/// statement (see `benches/engine.rs`, `parts/`).
+pub fn lex_with_parser_tokens(sql: &str) -> Result<(Lexed<'_>, Vec<TokenWithSpan>), LexError> {
     let mut tokens = Vec::with_capacity(sql.len() / 4 + 1);
     pgscan::scan(sql, &mut tokens)?;
     let sp = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -183,7 +195,7 @@ pub fn lex(sql: &str) -> Result<Lexed<'_>, LexError> {
             offset: LocCursor::new(sql).advance_to(e.location),
         })?;
     cross_check(sql, &tokens, &sp)?;
-    Ok(Lexed { sql, tokens })
+    Ok((Lexed { sql, tokens }, sp))
 }
 
 /// The Postgres-rules scan alone, without the sqlparser cross-check: the decision cache's

@@ -22,7 +22,7 @@
 //! The decision cache keys on [`push_cache_key`], a finer rendering than the shape text: a
 //! literal is `?` followed by a letter naming its kind, because some kinds are not
 //! interchangeable to Postgres (`ORDER BY 2` names an output column, `ORDER BY '2'` is an
-//! error). It is written into a caller's buffer so a cache hit allocates nothing for it.
+//! error). It is written into a caller's buffer, as bytes, so a lookup allocates only that.
 
 use super::lexing::{lex, Lexed, StrKind, TokKind};
 
@@ -47,7 +47,7 @@ pub struct Shape {
 pub fn shape(lexed: &Lexed) -> Shape {
     let mut text = String::with_capacity(lexed.sql.len());
     let mut literal_tokens = Vec::new();
-    render(lexed, &mut text, Some(&mut literal_tokens), false);
+    render(lexed, &mut text, Some(&mut literal_tokens));
     let fingerprint = fnv1a64(text.as_bytes());
     Shape {
         text,
@@ -66,25 +66,50 @@ pub fn shape(lexed: &Lexed) -> Shape {
 /// separated by one space and none contains a space except a quoted identifier, which is
 /// self-delimiting; `?` plus a letter is no token's rendering (a word cannot start with `?`,
 /// letters are not operator characters, the operator `?` renders as `OPERATOR(?)`).
-pub fn push_cache_key(lexed: &Lexed, out: &mut String) {
-    render(lexed, out, None, true);
-}
-
-/// The letter [`push_cache_key`] appends to a literal's `?`.
-fn literal_kind_letter(kind: TokKind) -> char {
-    match kind {
-        TokKind::String(StrKind::Standard) => 's',
-        TokKind::String(StrKind::Escape) => 'e',
-        TokKind::String(StrKind::National) => 'N',
-        TokKind::String(StrKind::Bit) => 'b',
-        TokKind::String(StrKind::Hex) => 'x',
-        TokKind::String(StrKind::Dollar) => 'd',
-        _ => 'n',
+///
+/// Bytes rather than a `String`: this runs on every cache lookup, and byte pushes need no
+/// char-boundary checks. The output is valid UTF-8 (token spans lie on char boundaries and
+/// only ASCII bytes are changed or added).
+pub fn push_cache_key(lexed: &Lexed, out: &mut Vec<u8>) {
+    let sql = lexed.sql.as_bytes();
+    for (i, tok) in lexed.tokens.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        let text = sql.get(tok.start..tok.end).unwrap_or_default();
+        match tok.kind {
+            TokKind::String(_) | TokKind::Number => {
+                out.push(b'?');
+                out.push(literal_kind_letter(tok.kind));
+            }
+            TokKind::Word => out.extend(text.iter().map(u8::to_ascii_lowercase)),
+            TokKind::Operator if text == b"?" => {
+                out.extend_from_slice(QUESTION_OPERATOR.as_bytes())
+            }
+            TokKind::QuotedIdent
+            | TokKind::Placeholder
+            | TokKind::Operator
+            | TokKind::Punct
+            | TokKind::Semicolon => out.extend_from_slice(text),
+        }
     }
 }
 
-/// Append the normalised rendering of `lexed` to `out` (literal kinds marked when `kinds`).
-fn render(lexed: &Lexed, out: &mut String, mut literals: Option<&mut Vec<usize>>, kinds: bool) {
+/// The letter [`push_cache_key`] appends to a literal's `?`.
+fn literal_kind_letter(kind: TokKind) -> u8 {
+    match kind {
+        TokKind::String(StrKind::Standard) => b's',
+        TokKind::String(StrKind::Escape) => b'e',
+        TokKind::String(StrKind::National) => b'N',
+        TokKind::String(StrKind::Bit) => b'b',
+        TokKind::String(StrKind::Hex) => b'x',
+        TokKind::String(StrKind::Dollar) => b'd',
+        _ => b'n',
+    }
+}
+
+/// Append the normalised rendering of `lexed` to `out`.
+fn render(lexed: &Lexed, out: &mut String, mut literals: Option<&mut Vec<usize>>) {
     let sql = lexed.sql;
     for (i, tok) in lexed.tokens.iter().enumerate() {
         if i > 0 {
@@ -94,9 +119,6 @@ fn render(lexed: &Lexed, out: &mut String, mut literals: Option<&mut Vec<usize>>
         match tok.kind {
             TokKind::String(_) | TokKind::Number => {
                 out.push_str(LITERAL_PLACEHOLDER);
-                if kinds {
-                    out.push(literal_kind_letter(tok.kind));
-                }
                 if let Some(l) = literals.as_deref_mut() {
                     l.push(i);
                 }
@@ -133,7 +155,7 @@ pub fn normalize_for_log(sql: &str) -> String {
     match lex(sql) {
         Ok(lexed) => {
             let mut out = String::with_capacity(sql.len());
-            render(&lexed, &mut out, None, false);
+            render(&lexed, &mut out, None);
             out
         }
         Err(_) => redact_unlexable(sql),

@@ -129,3 +129,33 @@ fn random_texts_keep_the_contract() {
     // The soup must exercise the accepting path too, or the token comparison proves nothing.
     assert!(accepted > 2_000, "only {accepted} random texts lexed");
 }
+
+/// Parsing from the tokens `lex_with_parser_tokens` hands back is parsing the text.
+#[test]
+fn parser_tokens_parse_like_the_text() {
+    use sqlparser::parser::Parser;
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+        "WITH r AS (SELECT id FROM users) SELECT * FROM r /* c */ ORDER BY 1;",
+        "select a,\n  b -- c\nfrom t where x = E'\\n' and y = $$z$$",
+        "UPDATE t SET a = a + -1 WHERE b IN (SELECT c FROM d) RETURNING *",
+        "SELECT 1; SELECT 2",
+    ] {
+        let (lexed, tokens) = lex_with_parser_tokens(sql).unwrap();
+        assert_eq!(lexed, lex(sql).unwrap());
+        let from_tokens = Parser::new(&PostgreSqlDialect {})
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+            .unwrap();
+        let from_text = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statements())
+            .unwrap();
+        // Debug output includes every span, so locations must agree too.
+        assert_eq!(
+            format!("{from_tokens:?}"),
+            format!("{from_text:?}"),
+            "{sql}"
+        );
+    }
+}
