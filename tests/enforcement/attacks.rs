@@ -193,6 +193,20 @@ async fn auth_service_runs_the_same_shapes_unchanged() {
             continue;
         }
         let sql = template.replace("{e}", AUTH_LIST);
+        if template.starts_with("EXPLAIN") {
+            // `users` also holds advertising-tagged columns auth-service may not use, and plan
+            // costs reveal their sizes: EXPLAIN over it is refused for auth-service as well.
+            let refused = auth
+                .simple_query(&sql)
+                .await
+                .expect_err("EXPLAIN over users is refused");
+            assert_eq!(
+                crate::common::pgclient::code_of(&refused),
+                "42501",
+                "{name}"
+            );
+            continue;
+        }
         let got = simple_rows(&auth, &sql).await;
         let want = simple_rows(&upstream, &sql).await;
         assert_eq!(got, want, "{name}: {sql}");
