@@ -11,9 +11,11 @@
 //! - [`engine`]: the pure decision engine (parse, resolve every column use, decide, rewrite).
 //! - [`policy`]: the YAML policy model and its compiled, indexed form.
 //! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
+//! - [`audit`]: the hash-chained audit log of every decision and connection event.
 //! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
