@@ -54,9 +54,16 @@ enum Cached {
     Block(PgError),
 }
 
-/// Called with every decision, for the audit log and metrics.
+/// Called with every decision, before the relay acts on it: the audit log and metrics.
 pub trait DecisionObserver: Send + Sync + 'static {
-    fn observe(&self, ctx: &StatementContext<'_>, sql: &str, outcome: &Outcome<'_>);
+    /// An error blocks the statement with that error (fail closed: a decision that could not
+    /// be recorded is not carried out).
+    fn observe(
+        &self,
+        ctx: &StatementContext<'_>,
+        sql: &str,
+        outcome: &Outcome<'_>,
+    ) -> Result<(), PgError>;
 }
 
 /// What was decided for one message, as seen by observers.
@@ -77,7 +84,7 @@ pub struct Enforcer {
     catalog: ArcSwapOption<Catalog>,
     /// Keyed by [`cache_key`]; looked up by slice, so a hit allocates only the key buffer.
     cache: Cache<Box<[u8]>, Cached>,
-    observer: Option<Arc<dyn DecisionObserver>>,
+    observers: Vec<Arc<dyn DecisionObserver>>,
     /// Called after an allowed DDL statement so the catalog is refreshed promptly.
     ddl_seen: Arc<tokio::sync::Notify>,
 }
@@ -89,13 +96,14 @@ impl Enforcer {
             database: database.into(),
             catalog: ArcSwapOption::empty(),
             cache: Cache::new(DECISION_CACHE_ENTRIES),
-            observer: None,
+            observers: Vec::new(),
             ddl_seen: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
+    /// Add an observer; observers run in the order they were added.
     pub fn with_observer(mut self, observer: Arc<dyn DecisionObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 
@@ -119,15 +127,23 @@ impl Enforcer {
         self.cache.entry_count()
     }
 
-    fn observe(&self, ctx: &StatementContext<'_>, sql: &str, outcome: Outcome<'_>) {
-        if let Some(observer) = &self.observer {
-            observer.observe(ctx, sql, &outcome);
-        }
+    /// Tell every observer; the first one that fails turns the verdict into its error.
+    fn observe(
+        &self,
+        ctx: &StatementContext<'_>,
+        sql: &str,
+        outcome: Outcome<'_>,
+    ) -> Result<(), PgError> {
+        self.observers
+            .iter()
+            .try_for_each(|o| o.observe(ctx, sql, &outcome))
     }
 
     fn refuse(&self, ctx: &StatementContext<'_>, sql: &str, error: PgError) -> Verdict {
-        self.observe(ctx, sql, Outcome::Refused(&error));
-        Verdict::Block(error)
+        match self.observe(ctx, sql, Outcome::Refused(&error)) {
+            Ok(()) => Verdict::Block(error),
+            Err(observer_error) => Verdict::Block(observer_error),
+        }
     }
 }
 
@@ -267,8 +283,10 @@ impl Interceptor for Enforcer {
         };
         let store = match self.lookup(ctx, sql, &policy.version, catalog.version) {
             Lookup::Hit(verdict) => {
-                self.observe(ctx, sql, Outcome::Cached(&verdict));
-                return verdict;
+                return match self.observe(ctx, sql, Outcome::Cached(&verdict)) {
+                    Ok(()) => verdict,
+                    Err(error) => Verdict::Block(error),
+                };
             }
             Lookup::Miss(key, lexed) => Some((key, lexed)),
             Lookup::Bypass => None,
@@ -280,7 +298,7 @@ impl Interceptor for Enforcer {
             purpose: ctx.purpose,
         };
         let decision = engine::decide(sql, &catalog, &policy, &session);
-        self.observe(ctx, sql, Outcome::Decided(&decision));
+        let observed = self.observe(ctx, sql, Outcome::Decided(&decision));
         if decision.is_allow() && is_ddl(&decision) {
             self.ddl_seen.notify_one();
         }
@@ -288,6 +306,9 @@ impl Interceptor for Enforcer {
             if let Some(cached) = to_cache(&decision, &lexed) {
                 self.cache.insert(key.into_boxed_slice(), cached);
             }
+        }
+        if let Err(error) = observed {
+            return Verdict::Block(error);
         }
         match decision {
             Decision::Allow(_) => Verdict::Forward,

@@ -14,13 +14,19 @@ use crate::policy::PolicyBuilder;
 struct Seen(Mutex<Vec<&'static str>>);
 
 impl DecisionObserver for Seen {
-    fn observe(&self, _: &StatementContext<'_>, _: &str, outcome: &Outcome<'_>) {
+    fn observe(
+        &self,
+        _: &StatementContext<'_>,
+        _: &str,
+        outcome: &Outcome<'_>,
+    ) -> Result<(), PgError> {
         let what = match outcome {
             Outcome::Decided(_) => "decided",
             Outcome::Cached(_) => "cached",
             Outcome::Refused(_) => "refused",
         };
         self.0.lock().unwrap().push(what);
+        Ok(())
     }
 }
 
@@ -333,4 +339,45 @@ fn key_fields_cannot_run_into_each_other() {
     expected.extend_from_slice(&1u64.to_le_bytes());
     expected.extend_from_slice(b"select ?n");
     assert_eq!(a, expected);
+}
+
+/// Fails every observation, as an audit log that cannot be written does.
+struct Failing;
+
+impl DecisionObserver for Failing {
+    fn observe(&self, _: &StatementContext<'_>, _: &str, _: &Outcome<'_>) -> Result<(), PgError> {
+        Err(PgError::error(
+            crate::error::sqlstate::IO_ERROR,
+            "cannot record",
+        ))
+    }
+}
+
+#[test]
+fn a_failing_observer_blocks_fresh_cached_and_refused_statements() {
+    let seen = Arc::new(Seen::default());
+    let enforcer = Enforcer::new(Arc::new(ArcSwap::from_pointee(example_policy())), "app")
+        .with_observer(seen.clone())
+        .with_observer(Arc::new(Failing));
+    let ctx = StatementContext {
+        service: "analytics-service",
+        purpose: "analytics",
+        connection_id: 1,
+        client_addr: "test",
+        database: "app",
+        protocol: Protocol::Simple,
+    };
+    let blocked_by_observer =
+        |v: Verdict| matches!(v, Verdict::Block(e) if e.message == "cannot record");
+    // No catalog yet: refused before the engine runs.
+    assert!(blocked_by_observer(enforcer.decide(&ctx, "SELECT 1")));
+    enforcer.set_catalog(example_catalog());
+    assert!(blocked_by_observer(
+        enforcer.decide(&ctx, "SELECT body FROM posts")
+    ));
+    assert!(blocked_by_observer(
+        enforcer.decide(&ctx, "SELECT body FROM posts")
+    ));
+    // The first observer saw all three, in order.
+    assert_eq!(seen.take(), ["refused", "decided", "cached"]);
 }
