@@ -32,6 +32,8 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     #[error("{0}")]
     Other(String),
 }
@@ -95,8 +97,9 @@ pub async fn serve(
 ) -> Result<(), AppError> {
     let policy = load_policy(&config)?;
     info!(version = %policy.version, services = policy.services.len(), "policy loaded");
+    let audit = open_audit(&config, &policy.version)?;
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let interceptor = build_interceptor(&config, &policy).await?;
+    let interceptor = build_interceptor(&config, &policy, audit.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Listen {
@@ -104,9 +107,34 @@ pub async fn serve(
             source,
         })?;
     info!(listen = %config.listen, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), "pgpurpose listening");
-    let state = Arc::new(ProxyState::new(config, policy, interceptor)?);
+    let state = Arc::new(ProxyState::new(config, policy, interceptor)?.with_audit(audit.clone()));
     server::run(state, listener, shutdown).await;
+    if let Some(audit) = audit {
+        match audit.close() {
+            Ok(()) => info!(dir = %audit.dir().display(), "audit log sealed"),
+            Err(error) => tracing::error!(%error, "the audit log could not be sealed at shutdown"),
+        }
+    }
     Ok(())
+}
+
+/// Open the audit log before listening (so no statement runs unrecorded), or warn that there
+/// is none.
+pub fn open_audit(
+    config: &Config,
+    policy_version: &str,
+) -> Result<Option<Arc<crate::audit::AuditLog>>, AppError> {
+    let Some(section) = &config.audit else {
+        tracing::warn!("no `audit:` section in the configuration: statements are NOT recorded in an audit log");
+        return Ok(None);
+    };
+    let settings = crate::audit::AuditSettings::from_config(section)?;
+    if settings.on_failure == crate::config::AuditFailure::Allow {
+        tracing::warn!("audit.on_failure is `allow`: if the audit log cannot be written, statements run unrecorded");
+    }
+    let log = crate::audit::AuditLog::open(settings, policy_version)?;
+    info!(dir = %log.dir().display(), fsync = ?section.fsync, "audit log open");
+    Ok(Some(log))
 }
 
 /// The statement interceptor used in production: the policy engine, with the catalog kept
@@ -114,11 +142,13 @@ pub async fn serve(
 async fn build_interceptor(
     config: &Config,
     policy: &Arc<ArcSwap<CompiledPolicy>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 ) -> Result<Arc<dyn Interceptor>, AppError> {
-    let enforcer = Arc::new(Enforcer::new(
-        Arc::clone(policy),
-        config.catalog.database.clone(),
-    ));
+    let mut enforcer = Enforcer::new(Arc::clone(policy), config.catalog.database.clone());
+    if let Some(audit) = audit {
+        enforcer = enforcer.with_observer(audit);
+    }
+    let enforcer = Arc::new(enforcer);
     let conn_str = catalog_conn_str(config)?;
     initial_catalog(&enforcer, &conn_str, INITIAL_CATALOG_WAIT).await;
     let refresh = std::time::Duration::from_secs(config.catalog.refresh_seconds.max(1));

@@ -186,6 +186,61 @@ impl Limits {
     }
 }
 
+/// When the audit log is flushed to stable storage (see the README's "Audit log" section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// A background thread syncs every `fsync_interval_ms` (group commit); a power loss may
+    /// lose that much, a crash of the proxy alone loses nothing (records are written first).
+    #[default]
+    Interval,
+    /// Every statement waits until a sync covers its record (several waiters share one sync).
+    Always,
+    /// Only at rotation and shutdown; the operating system decides otherwise.
+    Never,
+}
+
+/// What happens to statements while the audit log cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditFailure {
+    /// Block them with SQLSTATE 58030 until the log can be written again (fail closed).
+    #[default]
+    Block,
+    /// Run them unrecorded, logging an error for each (fail open; must be chosen explicitly).
+    Allow,
+}
+
+/// The tamper-evident audit log (`audit:`); absent means no audit log (a warning at start).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of the segment files, relative to the configuration file. Required.
+    pub dir: PathBuf,
+    /// `interval` (default), `always` or `never`.
+    #[serde(default)]
+    pub fsync: FsyncMode,
+    /// Sync period for `fsync: interval`. Default 100 ms.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// Start a new segment file once the current one reaches this size; 0: never by size.
+    /// Default 64 MiB.
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// Start a new segment file after this many seconds; 0 (default): never by age.
+    #[serde(default)]
+    pub rotate_seconds: u64,
+    /// Write a keyed checkpoint this often while records are being written; 0: only at
+    /// rotation and shutdown. Default 60.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: u64,
+    /// Key of the checkpoint MACs, `{env: VAR}` or `{file: PATH}` (at least 16 bytes). Required.
+    pub checkpoint_key: SecretRef,
+    /// `block` (default) or `allow`.
+    #[serde(default)]
+    pub on_failure: AuditFailure,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -204,6 +259,9 @@ pub struct Config {
     pub catalog: CatalogConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// The audit log; `None` (default) runs without one.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
 }
 
 impl Default for Config {
@@ -215,6 +273,7 @@ impl Default for Config {
             client_tls: None,
             catalog: CatalogConfig::default(),
             limits: Limits::default(),
+            audit: None,
         }
     }
 }
@@ -251,6 +310,12 @@ impl Config {
         if let Some(ca) = &mut self.upstream.ca_file {
             abs(ca);
         }
+        if let Some(audit) = &mut self.audit {
+            abs(&mut audit.dir);
+            if let SecretRef::File(key) = &mut audit.checkpoint_key {
+                abs(key);
+            }
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -270,6 +335,20 @@ impl Config {
         }
         if self.limits.startup_timeout_ms == 0 {
             return Err(invalid("limits.startup_timeout_ms", "must be positive"));
+        }
+        if let Some(audit) = &self.audit {
+            if audit.fsync_interval_ms == 0 || audit.fsync_interval_ms > 60_000 {
+                return Err(invalid(
+                    "audit.fsync_interval_ms",
+                    "must be between 1 and 60000",
+                ));
+            }
+            if audit.rotate_bytes != 0 && audit.rotate_bytes < 4096 {
+                return Err(invalid(
+                    "audit.rotate_bytes",
+                    "must be 0 (no size rotation) or at least 4096",
+                ));
+            }
         }
         Ok(())
     }
@@ -311,6 +390,15 @@ fn default_startup_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     30_000
 }
+fn default_fsync_interval_ms() -> u64 {
+    100
+}
+fn default_rotate_bytes() -> u64 {
+    64 << 20
+}
+fn default_checkpoint_seconds() -> u64 {
+    60
+}
 
 #[cfg(test)]
 mod tests {
@@ -338,6 +426,31 @@ mod tests {
         assert_eq!(config.policies, dir.path().join("pol"));
         assert_eq!(config.upstream.ca_file, Some(dir.path().join("ca.pem")));
         assert_eq!(config.upstream.tls, UpstreamTls::VerifyFull);
+    }
+
+    #[test]
+    fn audit_section_defaults_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "audit: {dir: log, checkpoint_key: {file: key}, fsync: always}\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let audit = config.audit.unwrap();
+        assert_eq!(audit.dir, dir.path().join("log"));
+        assert!(matches!(audit.checkpoint_key, SecretRef::File(p) if p == dir.path().join("key")));
+        assert_eq!(audit.fsync, FsyncMode::Always);
+        assert_eq!(audit.fsync_interval_ms, 100);
+        assert_eq!(audit.rotate_bytes, 64 << 20);
+        assert_eq!(audit.checkpoint_seconds, 60);
+        assert_eq!(audit.on_failure, AuditFailure::Block);
+        assert!(serde_yaml::from_str::<Config>("audit: {dir: x}\n").is_err());
+        assert!(serde_yaml::from_str::<Config>(
+            "audit: {dir: x, checkpoint_key: {env: K}, on_failure: ignore}\n"
+        )
+        .is_err());
     }
 
     #[test]

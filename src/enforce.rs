@@ -30,14 +30,14 @@
 //! Fail closed: no catalog snapshot yet, an unknown service or a failed edit block the
 //! statement; anything the lookup scan refuses is decided by the engine, which refuses it too.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use moka::sync::Cache;
 
 use crate::catalog::Catalog;
 use crate::engine::lexing::{self, Edit, Lexed};
-use crate::engine::{self, pinned, shape, Decision, Rule, SessionView};
+use crate::engine::{self, pinned, shape, Decision, Report, Rule, SessionView};
 use crate::error::PgError;
 use crate::intercept::{Interceptor, StatementContext, Verdict};
 use crate::policy::CompiledPolicy;
@@ -49,9 +49,55 @@ pub const MAX_CACHED_STATEMENT_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone)]
 enum Cached {
-    Allow,
-    Rewrite(Arc<[Edit]>),
-    Block(PgError),
+    Allow(Arc<DecisionFacts>),
+    Rewrite(Arc<[Edit]>, Arc<DecisionFacts>),
+    Block(PgError, Arc<DecisionFacts>),
+}
+
+/// Literal-free facts about a decision, for observers (the audit log). Made once per engine
+/// decision and kept with a cached one, so a cache hit is recorded as completely as a fresh
+/// decision (same uses, tags, clauses and rule) without normalising the statement again.
+#[derive(Debug, Default)]
+pub struct DecisionFacts {
+    /// The statement as [`shape::normalize_for_log`] renders it (every literal a `?`); equal
+    /// for every statement of a cache entry's shape.
+    pub normalized: String,
+    /// The rewrite forwarded in its place, normalised the same way.
+    pub rewrite_normalized: Option<String>,
+    /// The engine's report (empty for a statement refused before the engine ran). Holds names
+    /// and policy facts; free-text reasons in it may quote the statement and are not logged.
+    pub report: Report,
+    pub policy_version: String,
+    pub catalog_version: u64,
+    /// An observer's own rendering of these facts (the audit log's JSON members), made on
+    /// first use and then shared by every hit of the entry.
+    pub rendered: OnceLock<Box<str>>,
+}
+
+impl DecisionFacts {
+    fn refused(sql: &str, policy_version: &str, catalog_version: u64) -> Self {
+        DecisionFacts {
+            normalized: shape::normalize_for_log(sql),
+            policy_version: policy_version.to_owned(),
+            catalog_version,
+            ..DecisionFacts::default()
+        }
+    }
+
+    fn decided(sql: &str, decision: &Decision, policy_version: &str, catalog_version: u64) -> Self {
+        let rewrite_normalized = match decision {
+            Decision::Rewrite { sql, .. } => Some(shape::normalize_for_log(sql)),
+            _ => None,
+        };
+        DecisionFacts {
+            normalized: shape::normalize_for_log(sql),
+            rewrite_normalized,
+            report: decision.report().clone(),
+            policy_version: policy_version.to_owned(),
+            catalog_version,
+            rendered: OnceLock::new(),
+        }
+    }
 }
 
 /// Called with every decision, before the relay acts on it: the audit log and metrics.
@@ -66,14 +112,15 @@ pub trait DecisionObserver: Send + Sync + 'static {
     ) -> Result<(), PgError>;
 }
 
-/// What was decided for one message, as seen by observers.
+/// What was decided for one message, as seen by observers, with its literal-free facts.
 pub enum Outcome<'a> {
     /// Freshly decided by the engine (its report lists every column use).
-    Decided(&'a Decision),
-    /// Served from the cache; `verdict` is what the relay does.
-    Cached(&'a Verdict),
-    /// Refused before the engine ran (no catalog, unknown service, lexing failure).
-    Refused(&'a PgError),
+    Decided(&'a Decision, &'a DecisionFacts),
+    /// Served from the cache; `verdict` is what the relay does; the facts are those of the
+    /// decision that was cached.
+    Cached(&'a Verdict, &'a DecisionFacts),
+    /// Refused before the engine ran (no catalog, unknown service, wrong database).
+    Refused(&'a PgError, &'a DecisionFacts),
 }
 
 pub struct Enforcer {
@@ -140,7 +187,13 @@ impl Enforcer {
     }
 
     fn refuse(&self, ctx: &StatementContext<'_>, sql: &str, error: PgError) -> Verdict {
-        match self.observe(ctx, sql, Outcome::Refused(&error)) {
+        if self.observers.is_empty() {
+            return Verdict::Block(error);
+        }
+        let policy_version = self.policy.load().version.clone();
+        let catalog_version = self.catalog.load().as_ref().map_or(0, |c| c.version);
+        let facts = DecisionFacts::refused(sql, &policy_version, catalog_version);
+        match self.observe(ctx, sql, Outcome::Refused(&error, &facts)) {
             Ok(()) => Verdict::Block(error),
             Err(observer_error) => Verdict::Block(observer_error),
         }
@@ -190,8 +243,8 @@ fn cache_key(
 
 /// What the lookup path found.
 enum Lookup<'a> {
-    /// Served from the cache.
-    Hit(Verdict),
+    /// Served from the cache, with the cached decision's facts.
+    Hit((Verdict, Arc<DecisionFacts>)),
     /// Not cached: decide, then store under this key (the tokens are the statement's, as the
     /// full lexer reads them whenever it accepts the text).
     Miss(Vec<u8>, Lexed<'a>),
@@ -223,13 +276,16 @@ impl Enforcer {
             return Lookup::Bypass;
         }
         Lookup::Hit(match cached {
-            Cached::Allow => Verdict::Forward,
-            Cached::Block(error) => Verdict::Block(error),
-            Cached::Rewrite(edits) => match lexing::apply_edits(&lexed, &edits) {
-                Ok(rewritten) => Verdict::Rewrite(rewritten),
-                Err(_) => Verdict::Block(PgError::forbidden(
-                    "pgpurpose could not apply its rewrite to this statement",
-                )),
+            Cached::Allow(facts) => (Verdict::Forward, facts),
+            Cached::Block(error, facts) => (Verdict::Block(error), facts),
+            Cached::Rewrite(edits, facts) => match lexing::apply_edits(&lexed, &edits) {
+                Ok(rewritten) => (Verdict::Rewrite(rewritten), facts),
+                Err(_) => (
+                    Verdict::Block(PgError::forbidden(
+                        "pgpurpose could not apply its rewrite to this statement",
+                    )),
+                    facts,
+                ),
             },
         })
     }
@@ -237,22 +293,22 @@ impl Enforcer {
 
 /// What to store for a fresh decision, if anything (see the module docs for what is never
 /// cached).
-fn to_cache(decision: &Decision, lexed: &Lexed) -> Option<Cached> {
+fn to_cache(decision: &Decision, lexed: &Lexed, facts: Arc<DecisionFacts>) -> Option<Cached> {
     if decision.report().literal_sensitive {
         return None;
     }
     match decision {
-        Decision::Allow(_) => (!is_ddl(decision)).then_some(Cached::Allow),
+        Decision::Allow(_) => (!is_ddl(decision)).then_some(Cached::Allow(facts)),
         Decision::Block { error, report } => {
             let policy_verdict = matches!(
                 report.statements.last().map(|s| &s.rule),
                 Some(Rule::ForbiddenColumn { .. } | Rule::GrantRequired(_))
             );
-            policy_verdict.then(|| Cached::Block(error.clone()))
+            policy_verdict.then(|| Cached::Block(error.clone(), facts))
         }
         Decision::Rewrite { edits, .. } => (!is_ddl(decision)
             && edits_are_shape_safe(lexed, edits))
-        .then(|| Cached::Rewrite(Arc::from(edits.as_slice()))),
+        .then(|| Cached::Rewrite(Arc::from(edits.as_slice()), facts)),
     }
 }
 
@@ -282,8 +338,8 @@ impl Interceptor for Enforcer {
             return self.refuse(ctx, sql, error);
         };
         let store = match self.lookup(ctx, sql, &policy.version, catalog.version) {
-            Lookup::Hit(verdict) => {
-                return match self.observe(ctx, sql, Outcome::Cached(&verdict)) {
+            Lookup::Hit((verdict, facts)) => {
+                return match self.observe(ctx, sql, Outcome::Cached(&verdict, &facts)) {
                     Ok(()) => verdict,
                     Err(error) => Verdict::Block(error),
                 };
@@ -298,12 +354,18 @@ impl Interceptor for Enforcer {
             purpose: ctx.purpose,
         };
         let decision = engine::decide(sql, &catalog, &policy, &session);
-        let observed = self.observe(ctx, sql, Outcome::Decided(&decision));
+        // Facts cost a normalisation of the text: only made when someone reads them.
+        let facts = Arc::new(if self.observers.is_empty() {
+            DecisionFacts::default()
+        } else {
+            DecisionFacts::decided(sql, &decision, &policy.version, catalog.version)
+        });
+        let observed = self.observe(ctx, sql, Outcome::Decided(&decision, &facts));
         if decision.is_allow() && is_ddl(&decision) {
             self.ddl_seen.notify_one();
         }
         if let Some((key, lexed)) = store {
-            if let Some(cached) = to_cache(&decision, &lexed) {
+            if let Some(cached) = to_cache(&decision, &lexed, facts) {
                 self.cache.insert(key.into_boxed_slice(), cached);
             }
         }

@@ -37,6 +37,11 @@ enum Command {
     },
     /// Read a password on standard input and print its SCRAM-SHA-256 verifier for a policy file.
     HashPassword,
+    /// Work with the audit log (see pgpurpose::audit::cli).
+    Audit {
+        #[command(subcommand)]
+        command: pgpurpose::audit::cli::AuditCommand,
+    },
 }
 
 fn block_on<F: std::future::Future<Output = Result<(), pgpurpose::app::AppError>>>(
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
             };
             block_on(pgpurpose::quickstart::run(options))
         }
+        Command::Audit { command } => pgpurpose::audit::cli::run(command),
         Command::HashPassword => {
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut password) {

@@ -3,5 +3,17 @@
 //!
 //! - [`record`]: the JSON Lines format, the hash chain and checkpoint MACs (shared by the
 //!   writer and the reviewer's tools).
+//! - [`writer`]: [`AuditLog`], appending sealed records to rotating segment files, with
+//!   group-committed syncs and a fail-closed failed state.
+//! - [`observer`]: the log as the Enforcer's decision observer, and the relay's connection
+//!   events.
+//! - [`verify`]: checking segment files (`pgpurpose audit verify`).
+//! - [`cli`]: the `pgpurpose audit` subcommands.
 
+pub mod cli;
+pub mod observer;
 pub mod record;
+pub mod verify;
+pub mod writer;
+
+pub use writer::{AuditError, AuditLog, AuditSettings};

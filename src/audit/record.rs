@@ -289,6 +289,65 @@ pub fn key_id(key: &[u8]) -> String {
     id
 }
 
+/// File names of segment files start with this.
+pub const SEGMENT_PREFIX: &str = "pgpurpose-audit-";
+/// File names of segment files end with this.
+pub const SEGMENT_SUFFIX: &str = ".jsonl";
+
+/// A segment file's name: `pgpurpose-audit-<first seq, 20 digits>-<yyyymmddThhmmssZ>.jsonl`.
+/// The zero-padded sequence number makes name order equal log order.
+pub fn segment_file_name(first_seq: u64, opened: std::time::SystemTime) -> String {
+    let (y, mo, d, h, mi, s, _) = utc_fields(opened);
+    format!("{SEGMENT_PREFIX}{first_seq:020}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z{SEGMENT_SUFFIX}")
+}
+
+/// The first sequence number a segment file name announces, if it is one.
+pub fn segment_first_seq(file_name: &str) -> Option<u64> {
+    let rest = file_name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
+    let digits = rest.get(..20)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A record's `time`: UTC, RFC 3339 with microseconds, `Z` suffix (fixed width).
+pub fn format_time(at: std::time::SystemTime) -> String {
+    let (y, mo, d, h, mi, s, micros) = utc_fields(at);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}Z")
+}
+
+/// (year, month, day, hour, minute, second, microsecond) in UTC; times before 1970 clamp to it.
+fn utc_fields(at: std::time::SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let since = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+        since.subsec_micros(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +411,17 @@ mod tests {
         assert_ne!(a, checkpoint_mac(b"k1", 11, GENESIS));
         assert_ne!(a, checkpoint_mac(b"k1", 10, &"1".repeat(64)));
         assert_eq!(key_id(b"k1").len(), 16);
+    }
+
+    #[test]
+    fn times_and_segment_names_are_fixed_width_utc() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_795_961_391_123_456);
+        assert_eq!(format_time(at), "2026-11-29T14:09:51.123456Z");
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(format_time(leap), "2000-02-29T00:00:00.000000Z");
+        let name = segment_file_name(42, at);
+        assert_eq!(name, "pgpurpose-audit-00000000000000000042-20261129T140951Z.jsonl");
+        assert_eq!(segment_first_seq(&name), Some(42));
+        assert_eq!(segment_first_seq("pgpurpose-audit-x.jsonl"), None);
     }
 }

@@ -21,9 +21,9 @@ impl DecisionObserver for Seen {
         outcome: &Outcome<'_>,
     ) -> Result<(), PgError> {
         let what = match outcome {
-            Outcome::Decided(_) => "decided",
-            Outcome::Cached(_) => "cached",
-            Outcome::Refused(_) => "refused",
+            Outcome::Decided(..) => "decided",
+            Outcome::Cached(..) => "cached",
+            Outcome::Refused(..) => "refused",
         };
         self.0.lock().unwrap().push(what);
         Ok(())

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsConnector;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::intercept::Interceptor;
 use crate::policy::CompiledPolicy;
@@ -33,6 +34,9 @@ pub struct ProxyState {
     pub upstream_tls: Option<TlsConnector>,
     /// Secret for the fake verifiers of unknown services (random per process).
     pub dummy_secret: [u8; 32],
+    /// The audit log, for connection events and messages refused before any decision
+    /// (statement decisions reach it through the interceptor).
+    pub audit: Option<Arc<AuditLog>>,
     next_connection_id: AtomicU64,
 }
 
@@ -56,8 +60,14 @@ impl ProxyState {
             client_tls,
             upstream_tls,
             dummy_secret: rand::random(),
+            audit: None,
             next_connection_id: AtomicU64::new(1),
         })
+    }
+
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     pub fn next_connection_id(&self) -> u64 {

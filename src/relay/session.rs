@@ -23,6 +23,7 @@ use super::params::{interpret, StartupRequest};
 use super::stream::{ClientStream, MaybeTls};
 use super::upstream::{self, UpstreamError, UpstreamSession};
 use super::ProxyState;
+use crate::audit::record::{ConnectionEvent, ConnectionEventKind};
 use crate::error::{sqlstate, PgError};
 use crate::intercept::{Protocol, StatementContext, Verdict};
 use crate::policy::Service;
@@ -195,6 +196,7 @@ async fn startup(
     let (minor_version, params) = params;
 
     if !admitted {
+        refused(state, connection_id, peer, sqlstate::TOO_MANY_CONNECTIONS, "over the connection limit", None);
         write_fatal(
             &mut stream,
             &PgError::fatal(
@@ -211,12 +213,14 @@ async fn startup(
             "pgpurpose requires an encrypted connection (TLS)",
         )
         .with_hint("connect with sslmode=require");
+        refused(state, connection_id, peer, error.code, "TLS required", None);
         write_fatal(&mut stream, &error).await;
         return Err("plaintext refused".into());
     }
     let request = match interpret(&params) {
         Ok(r) => r,
         Err(error) => {
+            refused(state, connection_id, peer, error.code, "invalid startup parameters", None);
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
         }
@@ -237,6 +241,7 @@ async fn startup(
         Ok(service) => service,
         Err(error) => {
             info!(service = %request.service, "authentication failed");
+            refused(state, connection_id, peer, error.code, "authentication failed", None);
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
         }
@@ -259,6 +264,8 @@ async fn startup(
             "connect with options='-c pgpurpose.purpose=NAME', NAME one of: {}",
             service.purposes.join(", ")
         ));
+        let reason = "purpose not declared for the service";
+        refused(state, connection_id, peer, error.code, reason, Some(&service.name));
         write_fatal(&mut stream, &error).await;
         return Err("purpose refused".into());
     };
@@ -278,11 +285,28 @@ async fn startup(
                     .with_detail(other.to_string())
                     .to_frame(),
             };
+            let reason = "upstream session failed";
+            refused(state, connection_id, peer, sqlstate::UNABLE_TO_CONNECT, reason, Some(&service.name));
             let _ = stream.write_all(&frame).await;
             return Err("upstream unavailable".into());
         }
     };
 
+    let database = upstream_database(state, &request);
+    if let Some(audit) = &state.audit {
+        let mut event = audit.connection_event_for(
+            ConnectionEventKind::Authenticated,
+            connection_id,
+            &peer.to_string(),
+        );
+        event.service = Some(service.name.clone());
+        event.purpose = Some(purpose.clone());
+        event.database = Some(database.clone());
+        if let Err(error) = audit.record_connection(event) {
+            write_fatal(&mut stream, &error).await;
+            return Err("audit log not writable".into());
+        }
+    }
     let cancel = state.cancels.register(upstream.backend_key);
     backend::put_auth_ok(&mut out);
     out.extend_from_slice(&upstream.greeting);
@@ -295,7 +319,7 @@ async fn startup(
         client_addr: peer.to_string(),
         service: service.name.clone(),
         purpose,
-        database: upstream_database(state, &request),
+        database,
     };
     info!(service = %identity.service, purpose = %identity.purpose, tls = stream.is_tls(), "session started");
     Ok(Some(Ready {
@@ -305,6 +329,49 @@ async fn startup(
         identity,
         _cancel: cancel,
     }))
+}
+
+/// Record a refused connection in the audit log, in the proxy's words only (never the
+/// client-claimed user name or other client-supplied text). A refusal stands whether or not
+/// it could be recorded.
+fn refused(
+    state: &ProxyState,
+    connection_id: u64,
+    peer: SocketAddr,
+    code: &str,
+    reason: &str,
+    service: Option<&str>,
+) {
+    if let Some(audit) = &state.audit {
+        let mut event =
+            audit.connection_event_for(ConnectionEventKind::Refused, connection_id, &peer.to_string());
+        event.sqlstate = Some(code.to_owned());
+        event.reason = Some(reason.to_owned());
+        event.service = service.map(str::to_owned);
+        let _ = audit.record_connection(event);
+    }
+}
+
+/// Record the end of an authenticated session.
+fn closed(state: &ProxyState, identity: &SessionIdentity, end: &End) {
+    let Some(audit) = &state.audit else { return };
+    let mut event: ConnectionEvent = audit.connection_event_for(
+        ConnectionEventKind::Closed,
+        identity.connection_id,
+        &identity.client_addr,
+    );
+    event.service = Some(identity.service.clone());
+    event.purpose = Some(identity.purpose.clone());
+    event.database = Some(identity.database.clone());
+    let (reason, code) = match end {
+        End::ClientTerminated => ("client terminated the session", None),
+        End::ClientGone => ("client connection lost", None),
+        End::UpstreamGone => ("upstream connection lost", Some(sqlstate::CONNECTION_FAILURE)),
+        End::Fatal(error) => ("ended by the proxy", Some(error.code)),
+    };
+    event.reason = Some(reason.to_owned());
+    event.sqlstate = code.map(str::to_owned);
+    let _ = audit.record_connection(event);
 }
 
 async fn forward_cancel(state: &ProxyState, key: (i32, i32)) {
@@ -606,6 +673,7 @@ async fn relay_halves<CR, CW, UR, UW>(
         let _ = upstream_write.write_all(&terminate).await;
     }
     let _ = client_write.shutdown().await;
+    closed(state, identity, &end);
     info!(conn = identity.connection_id, service = %identity.service, reason = ?end, "session ended");
 }
 
@@ -760,7 +828,10 @@ impl ClientToUpstream<'_> {
                     Verdict::Rewrite(new_sql) => put_query(&mut self.out, &new_sql),
                     Verdict::Block(error) => self.block_query(error),
                 },
-                Err(FrontendError::NotUtf8) => self.block_query(not_utf8()),
+                Err(FrontendError::NotUtf8) => {
+                    self.audit_refusal(Protocol::Simple, "not_utf8", &not_utf8());
+                    self.block_query(not_utf8())
+                }
                 Err(FrontendError::Malformed) => {
                     return Some(End::Fatal(PgError::protocol_violation(
                         "invalid Query message",
@@ -785,6 +856,7 @@ impl ClientToUpstream<'_> {
                         .split(|b| *b == 0)
                         .next()
                         .unwrap_or_default();
+                    self.audit_refusal(Protocol::Extended, "not_utf8", &not_utf8());
                     let marker = self.stand_in(not_utf8());
                     let mut body = Vec::with_capacity(name.len() + marker.len() + 4);
                     body.extend_from_slice(name);
@@ -807,10 +879,12 @@ impl ClientToUpstream<'_> {
             b'F' => {
                 // FunctionCall bypasses SQL entirely. Refuse it through a stand-in so the
                 // transaction and ReadyForQuery behave as for any failed statement.
-                self.block_query(PgError::error(
+                let error = PgError::error(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "the FunctionCall protocol message is not supported by pgpurpose",
-                ));
+                );
+                self.audit_refusal(Protocol::Simple, "function_call", &error);
+                self.block_query(error);
             }
             b'X' => {
                 self.out.extend_from_slice(&frame);
@@ -825,15 +899,26 @@ impl ClientToUpstream<'_> {
         None
     }
 
-    fn decide(&self, protocol: Protocol, sql: &str) -> Verdict {
-        let ctx = StatementContext {
+    /// Record a message refused here, before any decision (it is blocked either way).
+    fn audit_refusal(&self, protocol: Protocol, rule: &str, error: &PgError) {
+        if let Some(audit) = &self.state.audit {
+            audit.relay_refusal(&self.context(protocol), rule, error);
+        }
+    }
+
+    fn context(&self, protocol: Protocol) -> StatementContext<'_> {
+        StatementContext {
             service: &self.identity.service,
             purpose: &self.identity.purpose,
             connection_id: self.identity.connection_id,
             client_addr: &self.identity.client_addr,
             database: &self.identity.database,
             protocol,
-        };
+        }
+    }
+
+    fn decide(&self, protocol: Protocol, sql: &str) -> Verdict {
+        let ctx = self.context(protocol);
         let verdict = self.state.interceptor.decide(&ctx, sql);
         debug!(protocol = ?protocol, verdict = verdict_kind(&verdict), "statement decided");
         verdict

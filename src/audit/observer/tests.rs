@@ -1,0 +1,2 @@
+//! Observer tests.
+use super::*;

@@ -1,0 +1,2 @@
+//! Verify tests.
+use super::*;
