@@ -164,8 +164,8 @@ pub struct AuditLog {
 }
 
 /// What the lock protects: the chain head and the open segment.
-struct Inner {
-    file: Option<Arc<File>>,
+pub(crate) struct Inner {
+    pub(crate) file: Option<Arc<File>>,
     /// Name of the current (or, when failed, the last) segment file.
     segment: Option<String>,
     segment_bytes: u64,
@@ -344,6 +344,12 @@ impl AuditLog {
             file.sync_data()?;
         }
         Ok(())
+    }
+
+    /// Tests elsewhere in the crate swap the open file for one that fails.
+    #[cfg(test)]
+    pub(crate) fn lock_for_tests(&self) -> MutexGuard<'_, Inner> {
+        self.lock()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
