@@ -125,7 +125,9 @@ pub fn open_audit(
     policy_version: &str,
 ) -> Result<Option<Arc<crate::audit::AuditLog>>, AppError> {
     let Some(section) = &config.audit else {
-        tracing::warn!("no `audit:` section in the configuration: statements are NOT recorded in an audit log");
+        tracing::warn!(
+            "no `audit:` section in the configuration: statements are NOT recorded in an audit log"
+        );
         return Ok(None);
     };
     let settings = crate::audit::AuditSettings::from_config(section)?;

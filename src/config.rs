@@ -211,6 +211,27 @@ pub enum AuditFailure {
     Allow,
 }
 
+/// Where a key is: exactly one of `env: VAR` or `file: PATH`. (A plain struct rather than
+/// [`SecretRef`]: the YAML library reads an externally tagged enum only from a `!tag`.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl KeyRef {
+    pub fn source(&self) -> Option<SecretSource> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => Some(SecretSource::Env(var.clone())),
+            (None, Some(path)) => Some(SecretSource::File(path.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// The tamper-evident audit log (`audit:`); absent means no audit log (a warning at start).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,7 +256,7 @@ pub struct AuditConfig {
     #[serde(default = "default_checkpoint_seconds")]
     pub checkpoint_seconds: u64,
     /// Key of the checkpoint MACs, `{env: VAR}` or `{file: PATH}` (at least 16 bytes). Required.
-    pub checkpoint_key: SecretRef,
+    pub checkpoint_key: KeyRef,
     /// `block` (default) or `allow`.
     #[serde(default)]
     pub on_failure: AuditFailure,
@@ -312,7 +333,7 @@ impl Config {
         }
         if let Some(audit) = &mut self.audit {
             abs(&mut audit.dir);
-            if let SecretRef::File(key) = &mut audit.checkpoint_key {
+            if let Some(key) = &mut audit.checkpoint_key.file {
                 abs(key);
             }
         }
@@ -337,6 +358,12 @@ impl Config {
             return Err(invalid("limits.startup_timeout_ms", "must be positive"));
         }
         if let Some(audit) = &self.audit {
+            if audit.checkpoint_key.source().is_none() {
+                return Err(invalid(
+                    "audit.checkpoint_key",
+                    "give exactly one of `env: VARIABLE` or `file: PATH`",
+                ));
+            }
             if audit.fsync_interval_ms == 0 || audit.fsync_interval_ms > 60_000 {
                 return Err(invalid(
                     "audit.fsync_interval_ms",
@@ -434,13 +461,27 @@ mod tests {
         let path = dir.path().join("c.yaml");
         std::fs::write(
             &path,
-            "audit: {dir: log, checkpoint_key: {file: key}, fsync: always}\n",
+            "audit:\n  dir: log\n  checkpoint_key:\n    file: key\n  fsync: always\n",
         )
         .unwrap();
         let config = Config::load(&path).unwrap();
         let audit = config.audit.unwrap();
         assert_eq!(audit.dir, dir.path().join("log"));
-        assert!(matches!(audit.checkpoint_key, SecretRef::File(p) if p == dir.path().join("key")));
+        assert!(
+            matches!(audit.checkpoint_key.source(), Some(SecretSource::File(p)) if p == dir.path().join("key"))
+        );
+        std::fs::write(
+            &path,
+            "audit: {dir: log, checkpoint_key: {env: A, file: b}}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid {
+                key: "audit.checkpoint_key",
+                ..
+            })
+        ));
         assert_eq!(audit.fsync, FsyncMode::Always);
         assert_eq!(audit.fsync_interval_ms, 100);
         assert_eq!(audit.rotate_bytes, 64 << 20);

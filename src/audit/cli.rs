@@ -57,7 +57,10 @@ fn run_verify(
         (None, Some(path)) => Some(crate::policy::SecretSource::File(path)),
         (None, None) => None,
     };
-    let key = match source.map(|s| crate::auth::resolve_password(&s)).transpose() {
+    let key = match source
+        .map(|s| crate::auth::resolve_password(&s))
+        .transpose()
+    {
         Ok(k) => k,
         Err(e) => {
             eprintln!("pgpurpose audit verify: checkpoint key: {e}");

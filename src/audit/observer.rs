@@ -70,7 +70,9 @@ pub fn rule_name(rule: &Rule) -> String {
             column,
             clause,
         } => format!("forbidden_column:{table}.{column}:{}", clause_name(*clause)),
-        Rule::GrantRequired(g) => format!("grant_required:{}", crate::engine::decide::grant_name(*g)),
+        Rule::GrantRequired(g) => {
+            format!("grant_required:{}", crate::engine::decide::grant_name(*g))
+        }
         Rule::Refused(_) => "refused".into(),
         Rule::Unanalysable(_) => "unanalysable".into(),
         Rule::Syntax => "syntax".into(),

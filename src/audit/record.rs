@@ -298,7 +298,9 @@ pub const SEGMENT_SUFFIX: &str = ".jsonl";
 /// The zero-padded sequence number makes name order equal log order.
 pub fn segment_file_name(first_seq: u64, opened: std::time::SystemTime) -> String {
     let (y, mo, d, h, mi, s, _) = utc_fields(opened);
-    format!("{SEGMENT_PREFIX}{first_seq:020}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z{SEGMENT_SUFFIX}")
+    format!(
+        "{SEGMENT_PREFIX}{first_seq:020}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z{SEGMENT_SUFFIX}"
+    )
 }
 
 /// The first sequence number a segment file name announces, if it is one.
@@ -321,9 +323,7 @@ pub fn format_time(at: std::time::SystemTime) -> String {
 
 /// (year, month, day, hour, minute, second, microsecond) in UTC; times before 1970 clamp to it.
 fn utc_fields(at: std::time::SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let since = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -420,7 +420,10 @@ mod tests {
         let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
         assert_eq!(format_time(leap), "2000-02-29T00:00:00.000000Z");
         let name = segment_file_name(42, at);
-        assert_eq!(name, "pgpurpose-audit-00000000000000000042-20261129T140951Z.jsonl");
+        assert_eq!(
+            name,
+            "pgpurpose-audit-00000000000000000042-20261129T140951Z.jsonl"
+        );
         assert_eq!(segment_first_seq(&name), Some(42));
         assert_eq!(segment_first_seq("pgpurpose-audit-x.jsonl"), None);
     }

@@ -83,11 +83,10 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let found =
-                super::writer::list_segments(path).map_err(|source| VerifyError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+            let found = super::writer::list_segments(path).map_err(|source| VerifyError::Read {
+                path: path.clone(),
+                source,
+            })?;
             if found.is_empty() {
                 return Err(VerifyError::NoFiles(path.display().to_string()));
             }
@@ -115,9 +114,10 @@ pub fn verify_files(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verificatio
             path: path.clone(),
             source,
         })?;
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let order = first_seq(&bytes)
             .or_else(|| record::segment_first_seq(&name))
             .unwrap_or(u64::MAX);
@@ -150,7 +150,10 @@ fn verify_segments(segments: &[Segment], key: Option<&[u8]>) -> Verification {
     let mut walk = Walk {
         key,
         out: Verification {
-            files: segments.iter().map(|s| s.path.display().to_string()).collect(),
+            files: segments
+                .iter()
+                .map(|s| s.path.display().to_string())
+                .collect(),
             key_checked: key.is_some(),
             ..Verification::default()
         },
@@ -164,10 +167,23 @@ fn verify_segments(segments: &[Segment], key: Option<&[u8]>) -> Verification {
     }
     // How the previous segment ended: (name, ended with a checkpoint, ended with a torn line).
     let mut previous: Option<(String, bool, bool)> = None;
+    let mut last_reason = String::new();
     for (index, segment) in segments.iter().enumerate() {
         let last = index + 1 == segments.len();
+        if segment.bytes.is_empty() {
+            // Created just before a crash, before its first record was written; the next
+            // segment's link proves nothing is missing here.
+            walk.out.warnings.push(format!(
+                "{} is empty (created just before a crash or a failed write)",
+                segment.name
+            ));
+            continue;
+        }
         match walk_segment(&mut walk, segment, previous.as_ref(), last) {
-            Ok(end) => previous = Some((segment.name.clone(), end.0, end.1)),
+            Ok(end) => {
+                previous = Some((segment.name.clone(), end.0, end.1));
+                last_reason = end.2;
+            }
             Err(problem) => {
                 walk.out.error = Some(problem);
                 return walk.out;
@@ -175,7 +191,8 @@ fn verify_segments(segments: &[Segment], key: Option<&[u8]>) -> Verification {
         }
     }
     if let Some((name, closed, torn)) = &previous {
-        walk.out.sealed = *closed && !*torn;
+        // A log that ends at a rotation lacks the segment that followed.
+        walk.out.sealed = *closed && !*torn && last_reason == "shutdown";
         if !walk.out.sealed {
             let since = match walk.out.last_checkpoint_seq {
                 Some(seq) => format!("records after checkpoint seq {seq}"),
@@ -195,13 +212,14 @@ fn verify_segments(segments: &[Segment], key: Option<&[u8]>) -> Verification {
     walk.out
 }
 
-/// Walk one segment; returns (ended with a checkpoint, ended with a torn line).
+/// Walk one segment; returns (ended with a checkpoint, ended with a torn line, the reason of
+/// that checkpoint).
 fn walk_segment(
     walk: &mut Walk<'_>,
     segment: &Segment,
     previous: Option<&(String, bool, bool)>,
     last: bool,
-) -> Result<(bool, bool), Problem> {
+) -> Result<(bool, bool, String), Problem> {
     let problem = |line: usize, seq: Option<u64>, reason: String| Problem {
         file: segment.name.clone(),
         line,
@@ -209,11 +227,9 @@ fn walk_segment(
         reason,
     };
     let bytes = &segment.bytes;
-    if bytes.is_empty() {
-        return Err(problem(1, None, "empty segment file (no segment_start)".into()));
-    }
     let mut records_in_segment: u64 = 0;
     let mut ended_with_checkpoint = false;
+    let mut checkpoint_reason = String::new();
     let mut torn = false;
     let mut start = 0;
     let mut line_no = 0;
@@ -242,8 +258,8 @@ fn walk_segment(
         };
         let (unsealed, claimed) = record::unseal(line)
             .map_err(|e| problem(line_no, None, format!("not a sealed record: {e}")))?;
-        let (rec, _) = record::parse_line(line)
-            .map_err(|e| problem(line_no, None, e.to_string()))?;
+        let (rec, _) =
+            record::parse_line(line).map_err(|e| problem(line_no, None, e.to_string()))?;
         let seq = Some(rec.seq);
         if record::hash_unsealed(unsealed.as_bytes()) != claimed {
             return Err(problem(
@@ -267,7 +283,10 @@ fn walk_segment(
                 return Err(problem(
                     line_no,
                     seq,
-                    format!("seq {} out of order: expected {expected} (reordered or duplicated)", rec.seq),
+                    format!(
+                        "seq {} out of order: expected {expected} (reordered or duplicated)",
+                        rec.seq
+                    ),
                 ))
             }
             Some(_) => {}
@@ -290,7 +309,11 @@ fn walk_segment(
                 ));
             }
         } else if rec.seq == 1 && rec.prev != GENESIS {
-            return Err(problem(line_no, seq, "the first record's prev is not the genesis hash".into()));
+            return Err(problem(
+                line_no,
+                seq,
+                "the first record's prev is not the genesis hash".into(),
+            ));
         }
         let is_start = matches!(rec.event, Event::SegmentStart(_));
         if line_no == 1 && !is_start {
@@ -347,6 +370,7 @@ fn walk_segment(
             walk.out.checkpoints += 1;
             walk.out.last_checkpoint_seq = seq;
             ended_with_checkpoint = c.reason == "rotation" || c.reason == "shutdown";
+            checkpoint_reason.clone_from(&c.reason);
         }
         records_in_segment += 1;
         walk.out.records += 1;
@@ -355,9 +379,13 @@ fn walk_segment(
         walk.prev_hash = Some(claimed.to_owned());
     }
     if line_no == 1 && torn {
-        return Err(problem(1, None, "the segment holds no complete record".into()));
+        return Err(problem(
+            1,
+            None,
+            "the segment holds no complete record".into(),
+        ));
     }
-    Ok((ended_with_checkpoint, torn))
+    Ok((ended_with_checkpoint, torn, checkpoint_reason))
 }
 
 /// A segment_start must name the previous segment, and may follow one that was not closed
@@ -430,8 +458,10 @@ pub fn verify_paths(paths: &[PathBuf], key: Option<&[u8]>) -> Result<Verificatio
 
 /// The file name part of a path, for messages.
 pub fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 #[cfg(test)]

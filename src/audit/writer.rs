@@ -103,8 +103,11 @@ impl std::fmt::Debug for AuditSettings {
 impl AuditSettings {
     /// Resolve the key and durations of a configuration section.
     pub fn from_config(config: &AuditConfig) -> Result<Self, AuditError> {
-        let key = crate::auth::resolve_password(&(&config.checkpoint_key).into())
-            .map_err(|e| AuditError::Key(e.to_string()))?;
+        let source = config.checkpoint_key.source().ok_or_else(|| {
+            AuditError::Key("give exactly one of `env: VARIABLE` or `file: PATH`".into())
+        })?;
+        let key =
+            crate::auth::resolve_password(&source).map_err(|e| AuditError::Key(e.to_string()))?;
         let settings = AuditSettings {
             dir: config.dir.clone(),
             fsync: config.fsync,
@@ -296,7 +299,8 @@ impl AuditLog {
     /// Append one record; returns its seq once it is written (and, with `fsync: always`,
     /// synced).
     pub fn append(&self, event: &Event) -> Result<u64, AuditError> {
-        let json = serde_json::to_string(event).map_err(|e| AuditError::Serialise(e.to_string()))?;
+        let json =
+            serde_json::to_string(event).map_err(|e| AuditError::Serialise(e.to_string()))?;
         // `{"kind":...}` → `"kind":...`: the record's own members go around it.
         let fragment = json
             .strip_prefix('{')
@@ -434,7 +438,8 @@ impl AuditLog {
             key_id: self.key_id.clone(),
             mac: checkpoint_mac(&self.settings.key, inner.next_seq, &inner.prev),
         });
-        let json = serde_json::to_string(&event).map_err(|e| AuditError::Serialise(e.to_string()))?;
+        let json =
+            serde_json::to_string(&event).map_err(|e| AuditError::Serialise(e.to_string()))?;
         let fragment = &json[1..json.len() - 1];
         let seq = self.write_record(inner, fragment)?;
         inner.last_checkpoint = Instant::now();
@@ -446,7 +451,7 @@ impl AuditLog {
     fn start_segment(&self, inner: &mut Inner, reason: &str) -> Result<(), AuditError> {
         let name = record::segment_file_name(inner.next_seq, SystemTime::now());
         let path = self.settings.dir.join(&name);
-        let file = match create_segment(&path, &self.settings.dir) {
+        let file = match create_segment(&path) {
             Ok(f) => f,
             Err(error) => {
                 self.fail(inner, &error);
@@ -464,8 +469,14 @@ impl AuditLog {
             previous_segment: previous,
             reason: reason.to_owned(),
         });
-        let json = serde_json::to_string(&event).map_err(|e| AuditError::Serialise(e.to_string()))?;
+        let json =
+            serde_json::to_string(&event).map_err(|e| AuditError::Serialise(e.to_string()))?;
         self.write_record(inner, &json[1..json.len() - 1])?;
+        // The new directory entry must survive a machine crash along with the records.
+        if let Err(error) = File::open(&self.settings.dir).and_then(|d| d.sync_all()) {
+            self.fail(inner, &error);
+            return Err(AuditError::Io(error));
+        }
         Ok(())
     }
 
@@ -498,7 +509,11 @@ impl AuditLog {
     }
 
     /// fsync `always`: wait until a sync covers `seq`, running it if nobody is (group commit).
-    fn wait_synced<'a>(&'a self, mut inner: MutexGuard<'a, Inner>, seq: u64) -> Result<(), AuditError> {
+    fn wait_synced<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        seq: u64,
+    ) -> Result<(), AuditError> {
         // A rotation after the write synced the old file and reset the counters: the record
         // is durable when its file is no longer the open one.
         let file_of_seq = inner.file.clone();
@@ -597,7 +612,7 @@ fn background(log: Weak<AuditLog>) {
     }
 }
 
-fn create_segment(path: &Path, dir: &Path) -> std::io::Result<File> {
+fn create_segment(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.append(true).create_new(true);
     #[cfg(unix)]
@@ -605,10 +620,7 @@ fn create_segment(path: &Path, dir: &Path) -> std::io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(SEGMENT_MODE);
     }
-    let file = options.open(path)?;
-    // The new directory entry must survive a machine crash along with the records.
-    File::open(dir)?.sync_all()?;
-    Ok(file)
+    options.open(path)
 }
 
 /// Where the chain continues: the last complete record of the newest segment that has one.
@@ -690,7 +702,9 @@ fn last_complete_line(path: &Path) -> std::io::Result<(Option<String>, bool)> {
         .rposition(|b| *b == b'\n')
         .map_or(0, |p| p + 1);
     if begin == 0 && start > 0 {
-        return Err(std::io::Error::other("the last line is longer than the scan limit"));
+        return Err(std::io::Error::other(
+            "the last line is longer than the scan limit",
+        ));
     }
     let line = String::from_utf8(bytes[begin..last_nl].to_vec())
         .map_err(|_| std::io::Error::other("the last line is not UTF-8"))?;

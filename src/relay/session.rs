@@ -196,7 +196,14 @@ async fn startup(
     let (minor_version, params) = params;
 
     if !admitted {
-        refused(state, connection_id, peer, sqlstate::TOO_MANY_CONNECTIONS, "over the connection limit", None);
+        refused(
+            state,
+            connection_id,
+            peer,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "over the connection limit",
+            None,
+        );
         write_fatal(
             &mut stream,
             &PgError::fatal(
@@ -220,7 +227,14 @@ async fn startup(
     let request = match interpret(&params) {
         Ok(r) => r,
         Err(error) => {
-            refused(state, connection_id, peer, error.code, "invalid startup parameters", None);
+            refused(
+                state,
+                connection_id,
+                peer,
+                error.code,
+                "invalid startup parameters",
+                None,
+            );
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
         }
@@ -241,7 +255,14 @@ async fn startup(
         Ok(service) => service,
         Err(error) => {
             info!(service = %request.service, "authentication failed");
-            refused(state, connection_id, peer, error.code, "authentication failed", None);
+            refused(
+                state,
+                connection_id,
+                peer,
+                error.code,
+                "authentication failed",
+                None,
+            );
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
         }
@@ -265,7 +286,14 @@ async fn startup(
             service.purposes.join(", ")
         ));
         let reason = "purpose not declared for the service";
-        refused(state, connection_id, peer, error.code, reason, Some(&service.name));
+        refused(
+            state,
+            connection_id,
+            peer,
+            error.code,
+            reason,
+            Some(&service.name),
+        );
         write_fatal(&mut stream, &error).await;
         return Err("purpose refused".into());
     };
@@ -286,7 +314,14 @@ async fn startup(
                     .to_frame(),
             };
             let reason = "upstream session failed";
-            refused(state, connection_id, peer, sqlstate::UNABLE_TO_CONNECT, reason, Some(&service.name));
+            refused(
+                state,
+                connection_id,
+                peer,
+                sqlstate::UNABLE_TO_CONNECT,
+                reason,
+                Some(&service.name),
+            );
             let _ = stream.write_all(&frame).await;
             return Err("upstream unavailable".into());
         }
@@ -343,8 +378,11 @@ fn refused(
     service: Option<&str>,
 ) {
     if let Some(audit) = &state.audit {
-        let mut event =
-            audit.connection_event_for(ConnectionEventKind::Refused, connection_id, &peer.to_string());
+        let mut event = audit.connection_event_for(
+            ConnectionEventKind::Refused,
+            connection_id,
+            &peer.to_string(),
+        );
         event.sqlstate = Some(code.to_owned());
         event.reason = Some(reason.to_owned());
         event.service = service.map(str::to_owned);
@@ -366,7 +404,10 @@ fn closed(state: &ProxyState, identity: &SessionIdentity, end: &End) {
     let (reason, code) = match end {
         End::ClientTerminated => ("client terminated the session", None),
         End::ClientGone => ("client connection lost", None),
-        End::UpstreamGone => ("upstream connection lost", Some(sqlstate::CONNECTION_FAILURE)),
+        End::UpstreamGone => (
+            "upstream connection lost",
+            Some(sqlstate::CONNECTION_FAILURE),
+        ),
         End::Fatal(error) => ("ended by the proxy", Some(error.code)),
     };
     event.reason = Some(reason.to_owned());

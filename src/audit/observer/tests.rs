@@ -15,9 +15,13 @@ use crate::intercept::Interceptor;
 fn rig() -> (tempfile::TempDir, Arc<AuditLog>, Enforcer) {
     let dir = tempfile::tempdir().unwrap();
     let policy = example_policy();
-    let log = AuditLog::open(AuditSettings::new(dir.path(), b"0123456789abcdef".to_vec()), &policy.version).unwrap();
-    let enforcer = Enforcer::new(Arc::new(ArcSwap::from_pointee(policy)), "app")
-        .with_observer(log.clone());
+    let log = AuditLog::open(
+        AuditSettings::new(dir.path(), b"0123456789abcdef".to_vec()),
+        &policy.version,
+    )
+    .unwrap();
+    let enforcer =
+        Enforcer::new(Arc::new(ArcSwap::from_pointee(policy)), "app").with_observer(log.clone());
     enforcer.set_catalog(example_catalog());
     (dir, log, enforcer)
 }
@@ -62,12 +66,23 @@ fn each_message_yields_one_complete_record_and_hits_match_fresh_ones() {
         "SELEC 'oops@example.com' FROM",
     ];
     let verdicts: Vec<Verdict> = sent.iter().map(|s| enforcer.decide(&simple, s)).collect();
-    enforcer.decide(&ctx(Protocol::Extended), "SELECT handle FROM users WHERE id = $1");
+    enforcer.decide(
+        &ctx(Protocol::Extended),
+        "SELECT handle FROM users WHERE id = $1",
+    );
     log.close().unwrap();
 
     let (recs, raw) = statements(dir.path());
     assert_eq!(recs.len(), sent.len() + 1);
-    for literal in ["4242", "31337", "15551234567", "15559876543", "alice@example.com", "8675309", "oops"] {
+    for literal in [
+        "4242",
+        "31337",
+        "15551234567",
+        "15559876543",
+        "alice@example.com",
+        "8675309",
+        "oops",
+    ] {
         assert!(!raw.contains(literal), "literal {literal} in the log");
     }
     let (fresh, hit) = (&recs[0], &recs[1]);
@@ -75,22 +90,39 @@ fn each_message_yields_one_complete_record_and_hits_match_fresh_ones() {
     assert_eq!((fresh.cached, hit.cached), (false, true));
     assert_eq!(fresh.decision, record::Decision::Rewrite);
     assert_eq!(fresh.statements, hit.statements);
-    assert_eq!((&fresh.sql, &fresh.fingerprint, &fresh.rule), (&hit.sql, &hit.fingerprint, &hit.rule));
+    assert_eq!(
+        (&fresh.sql, &fresh.fingerprint, &fresh.rule),
+        (&hit.sql, &hit.fingerprint, &hit.rule)
+    );
     assert_eq!(fresh.sql, "select id , phone_2fa from users where id = ?");
     assert_eq!(fresh.fingerprint.len(), 16);
-    assert!(fresh.rewrite.as_deref().is_some_and(|r| r.contains("null") || r.contains("NULL")), "{fresh:?}");
+    assert!(
+        fresh
+            .rewrite
+            .as_deref()
+            .is_some_and(|r| r.contains("null") || r.contains("NULL")),
+        "{fresh:?}"
+    );
     assert_eq!(hit.rewrite, fresh.rewrite);
     let phone = fresh.statements[0]
         .uses
         .iter()
         .find(|u| u.column == "phone_2fa")
         .expect("phone_2fa use");
-    assert_eq!((phone.table.as_str(), phone.clause.as_str()), ("public.users", "output"));
+    assert_eq!(
+        (phone.table.as_str(), phone.clause.as_str()),
+        ("public.users", "output")
+    );
     assert!(phone.masked && !phone.allowed);
     assert!(phone.tags.as_ref().is_some_and(|t| !t.is_empty()));
     assert_eq!(fresh.statements[0].masked, ["phone_2fa"]);
     assert_eq!(
-        (fresh.connection_id, fresh.service.as_str(), fresh.purpose.as_str(), fresh.protocol.as_str()),
+        (
+            fresh.connection_id,
+            fresh.service.as_str(),
+            fresh.purpose.as_str(),
+            fresh.protocol.as_str()
+        ),
         (7, "ads-service", "advertising", "simple")
     );
     assert_eq!(fresh.session_id, format!("{}-7", log.instance()));
@@ -99,15 +131,24 @@ fn each_message_yields_one_complete_record_and_hits_match_fresh_ones() {
     let (blocked, blocked_hit) = (&recs[2], &recs[3]);
     assert_eq!(blocked.decision, record::Decision::Block);
     assert_eq!(blocked.sqlstate.as_deref(), Some("42501"));
-    assert_eq!(blocked.rule, "forbidden_column:public.users.phone_2fa:predicate");
+    assert_eq!(
+        blocked.rule,
+        "forbidden_column:public.users.phone_2fa:predicate"
+    );
     assert!(blocked_hit.cached && blocked_hit.statements == blocked.statements);
 
     let multi = &recs[4];
     assert_eq!(multi.statements.len(), 2);
-    assert_eq!(multi.sql, "select handle from users where marketing_email = ? ; select ?");
+    assert_eq!(
+        multi.sql,
+        "select handle from users where marketing_email = ? ; select ?"
+    );
 
     let syntax = &recs[5];
-    assert_eq!((syntax.decision, syntax.rule.as_str()), (record::Decision::Block, "syntax"));
+    assert_eq!(
+        (syntax.decision, syntax.rule.as_str()),
+        (record::Decision::Block, "syntax")
+    );
     assert_eq!(syntax.sqlstate.as_deref(), Some("42601"));
     assert_eq!(recs[6].protocol, "extended");
     assert_eq!(recs[6].sql, "select handle from users where id = $1");
@@ -116,13 +157,23 @@ fn each_message_yields_one_complete_record_and_hits_match_fresh_ones() {
 #[test]
 fn a_refused_statement_is_recorded_and_an_unwritable_log_blocks() {
     let (dir, log, enforcer) = rig();
-    let other_db = StatementContext { database: "other", ..ctx(Protocol::Simple) };
-    assert!(matches!(enforcer.decide(&other_db, "SELECT 1"), Verdict::Block(_)));
+    let other_db = StatementContext {
+        database: "other",
+        ..ctx(Protocol::Simple)
+    };
+    assert!(matches!(
+        enforcer.decide(&other_db, "SELECT 1"),
+        Verdict::Block(_)
+    ));
     {
-        let full = std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let full = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .unwrap();
         log.lock_for_tests().file = Some(Arc::new(full));
     }
-    let Verdict::Block(error) = enforcer.decide(&ctx(Protocol::Simple), "SELECT handle FROM users") else {
+    let Verdict::Block(error) = enforcer.decide(&ctx(Protocol::Simple), "SELECT handle FROM users")
+    else {
         panic!("not blocked")
     };
     assert_eq!(error.code, "58030");

@@ -13,7 +13,8 @@ fn closed_log() -> (tempfile::TempDir, Vec<PathBuf>) {
     s.rotate_bytes = 4096;
     let log = AuditLog::open(s, "v1").unwrap();
     for i in 0..60 {
-        log.policy_event("reloaded", &format!("v{i}"), None).unwrap();
+        log.policy_event("reloaded", &format!("v{i}"), None)
+            .unwrap();
     }
     log.close().unwrap();
     let segments = list_segments(dir.path()).unwrap();
@@ -40,7 +41,9 @@ fn write_lines(path: &Path, lines: &[String]) {
 }
 
 fn error(v: &Verification) -> &Problem {
-    v.error.as_ref().unwrap_or_else(|| panic!("no error found: {v:?}"))
+    v.error
+        .as_ref()
+        .unwrap_or_else(|| panic!("no error found: {v:?}"))
 }
 
 #[test]
@@ -61,7 +64,10 @@ fn an_edited_record_is_named() {
     write_lines(&segments[1], &l);
     let v = check(&dir, Some(KEY));
     let p = error(&v);
-    assert_eq!((p.file.as_str(), p.line), (display_name(&segments[1]).as_str(), 3));
+    assert_eq!(
+        (p.file.as_str(), p.line),
+        (display_name(&segments[1]).as_str(), 3)
+    );
     assert!(p.reason.contains("edited"), "{p}");
 }
 
@@ -97,7 +103,10 @@ fn reordered_records_are_out_of_order() {
     write_lines(&segments[0], &l);
     let p = error(&check(&dir, Some(KEY))).clone();
     assert_eq!(p.line, 3);
-    assert!(p.reason.contains("missing") || p.reason.contains("out of order"), "{p}");
+    assert!(
+        p.reason.contains("missing") || p.reason.contains("out of order"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -135,11 +144,18 @@ fn truncating_to_an_interval_checkpoint_in_the_middle_is_detected() {
     l.truncate(cut + 1);
     write_lines(&segments[0], &l);
     let p = error(&check(&dir, Some(KEY))).clone();
-    assert_eq!((p.file.clone(), p.line), (display_name(&segments[1]), 1), "{p}");
+    assert_eq!(
+        (p.file.clone(), p.line),
+        (display_name(&segments[1]), 1),
+        "{p}"
+    );
     // The same truncation of the last segment alone can only be a warning.
     let alone = verify_files(&segments[..1], Some(KEY)).unwrap();
     assert!(alone.ok() && !alone.sealed, "{alone:?}");
-    assert!(alone.warnings.iter().any(|w| w.contains("unsealed")), "{alone:?}");
+    assert!(
+        alone.warnings.iter().any(|w| w.contains("unsealed")),
+        "{alone:?}"
+    );
 }
 
 #[test]
@@ -149,7 +165,10 @@ fn a_wrong_key_fails_and_no_key_warns() {
     assert!(p.reason.contains("another key"), "{p}");
     let v = check(&dir, None);
     assert!(v.ok());
-    assert!(v.warnings.iter().any(|w| w.contains("MACs were not checked")));
+    assert!(v
+        .warnings
+        .iter()
+        .any(|w| w.contains("MACs were not checked")));
 }
 
 #[test]
@@ -160,7 +179,11 @@ fn a_forged_checkpoint_mac_fails() {
     let (unsealed, _) = crate::audit::record::unseal(&l[last]).unwrap();
     let mac_at = unsealed.find("\"mac\":\"").unwrap() + 7;
     let mut forged = unsealed.clone();
-    let c = if &unsealed[mac_at..mac_at + 1] == "0" { "1" } else { "0" };
+    let c = if &unsealed[mac_at..mac_at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
     forged.replace_range(mac_at..mac_at + 1, c);
     // Resealing keeps the hash right, and the chain breaks at the next segment; the MAC is
     // checked first, on this very line.

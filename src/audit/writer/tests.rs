@@ -13,7 +13,8 @@ fn settings(dir: &Path) -> AuditSettings {
 
 fn policy(log: &AuditLog, n: usize) {
     for i in 0..n {
-        log.policy_event("reloaded", &format!("v{i}"), None).unwrap();
+        log.policy_event("reloaded", &format!("v{i}"), None)
+            .unwrap();
     }
 }
 
@@ -34,7 +35,10 @@ fn a_new_log_starts_a_chain_and_a_restart_continues_it() {
     let log = AuditLog::open(settings(dir.path()), "v1").unwrap();
     assert_eq!(log.policy_event("reloaded", "v2", None).unwrap(), 3);
     log.close().unwrap();
-    assert!(matches!(log.policy_event("x", "v", None), Err(AuditError::Closed)));
+    assert!(matches!(
+        log.policy_event("x", "v", None),
+        Err(AuditError::Closed)
+    ));
     drop(log);
     let log = AuditLog::open(settings(dir.path()), "v2").unwrap();
     drop(log);
@@ -63,9 +67,13 @@ fn a_new_log_starts_a_chain_and_a_restart_continues_it() {
     let seqs: Vec<u64> = recs.iter().map(|(_, r)| r.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     assert_eq!(recs[0].1.prev, GENESIS);
-    let Event::SegmentStart(second) = &recs[4].1.event else { panic!() };
+    let Event::SegmentStart(second) = &recs[4].1.event else {
+        panic!()
+    };
     assert_eq!(second.previous_segment.as_deref(), Some(recs[0].0.as_str()));
-    assert!(recs[4].0.starts_with("pgpurpose-audit-00000000000000000005-"));
+    assert!(recs[4]
+        .0
+        .starts_with("pgpurpose-audit-00000000000000000005-"));
     let v = verify_paths(&[dir.path().to_owned()], Some(KEY)).unwrap();
     assert!(v.ok(), "{v:?}");
     assert_eq!((v.records, v.checkpoints), (6, 1));
@@ -85,7 +93,9 @@ fn size_rotation_closes_each_segment_with_a_checkpoint() {
     for path in &segments {
         let text = std::fs::read_to_string(path).unwrap();
         let last = parse_line(text.lines().last().unwrap()).unwrap().0;
-        let Event::Checkpoint(c) = last.event else { panic!("{text}") };
+        let Event::Checkpoint(c) = last.event else {
+            panic!("{text}")
+        };
         assert!(c.reason == "rotation" || c.reason == "shutdown");
         assert_eq!(c.records_in_segment as usize, text.lines().count() - 1);
         assert!(text.len() < 4096 + 1024, "rotated late: {}", text.len());
@@ -109,21 +119,33 @@ fn a_torn_last_line_starts_a_recovery_segment() {
     let recs = records_lossy(dir.path());
     let start = recs.last().unwrap();
     assert_eq!(start.seq, 6, "continues after seq 4 (policy loaded at 5)");
-    let Event::SegmentStart(_) = &recs[recs.len() - 2].event else { panic!() };
+    let Event::SegmentStart(_) = &recs[recs.len() - 2].event else {
+        panic!()
+    };
     let first_of_new = &recs[recs.len() - 2];
     assert_eq!(first_of_new.seq, 5);
-    let Event::SegmentStart(s) = &first_of_new.event else { panic!() };
+    let Event::SegmentStart(s) = &first_of_new.event else {
+        panic!()
+    };
     assert_eq!(s.reason, "recovery");
     let v = verify_paths(&[dir.path().to_owned()], Some(KEY)).unwrap();
     assert!(v.ok(), "{v:?}");
-    assert!(v.warnings.iter().any(|w| w.contains("incomplete last line")), "{v:?}");
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("incomplete last line")),
+        "{v:?}"
+    );
 }
 
 /// Records of complete lines only.
 fn records_lossy(dir: &Path) -> Vec<crate::audit::record::Record> {
     let mut out = Vec::new();
     for path in list_segments(dir).unwrap() {
-        for line in std::fs::read_to_string(&path).unwrap().split_inclusive('\n') {
+        for line in std::fs::read_to_string(&path)
+            .unwrap()
+            .split_inclusive('\n')
+        {
             if let Some(line) = line.strip_suffix('\n') {
                 out.push(parse_line(line).unwrap().0);
             }
@@ -149,7 +171,10 @@ fn concurrent_appends_with_fsync_always_form_one_gapless_chain() {
             })
         })
         .collect();
-    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), 400);
@@ -173,7 +198,10 @@ fn a_write_error_fails_the_log_until_a_fresh_segment_works() {
     assert!(matches!(first, Err(AuditError::Io(_))), "{first:?}");
     assert!(log.is_failed());
     let again = log.policy_event("reloaded", "v2", None);
-    assert!(matches!(again, Err(AuditError::Unavailable(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(AuditError::Unavailable(_))),
+        "{again:?}"
+    );
     // The next attempt after the retry interval opens a recovery segment.
     if let Some(f) = log.lock().failure.as_mut() {
         f.last_attempt = Instant::now() - RETRY_INTERVAL;
@@ -182,7 +210,9 @@ fn a_write_error_fails_the_log_until_a_fresh_segment_works() {
     assert!(!log.is_failed());
     log.close().unwrap();
     let recs = records(dir.path());
-    let Event::SegmentStart(s) = &recs[2].1.event else { panic!("{recs:?}") };
+    let Event::SegmentStart(s) = &recs[2].1.event else {
+        panic!("{recs:?}")
+    };
     assert_eq!(s.reason, "recovery");
     assert_eq!(s.previous_segment.as_deref(), Some(recs[0].0.as_str()));
     let v = verify_paths(&[dir.path().to_owned()], Some(KEY)).unwrap();
@@ -199,7 +229,9 @@ fn short_keys_and_corrupt_heads_are_refused() {
     let log = AuditLog::open(settings(dir.path()), "v1").unwrap();
     drop(log);
     let seg = list_segments(dir.path()).unwrap().pop().unwrap();
-    let text = std::fs::read_to_string(&seg).unwrap().replace("loaded", "LOADED");
+    let text = std::fs::read_to_string(&seg)
+        .unwrap()
+        .replace("loaded", "LOADED");
     std::fs::write(&seg, text).unwrap();
     assert!(matches!(
         AuditLog::open(settings(dir.path()), "v1"),
