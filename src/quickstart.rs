@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::app::{self, AppError};
-use crate::config::{CatalogConfig, Config, UpstreamConfig};
+use crate::config::{AuditConfig, CatalogConfig, Config, KeyRef, UpstreamConfig};
 use crate::localpg::{ClusterOptions, LocalCluster};
 
 /// The example services and their example passwords (see `policies/services.yaml`).
@@ -74,6 +74,32 @@ pub fn config_for(cluster: &LocalCluster, options: &QuickstartOptions) -> Config
     }
 }
 
+/// An audit log for the quickstart: a directory next to the throwaway cluster (removed with
+/// it) and a freshly generated checkpoint key in a file there.
+pub fn audit_for(cluster: &LocalCluster) -> Result<AuditConfig, AppError> {
+    let base = cluster
+        .data_dir()
+        .parent()
+        .unwrap_or(cluster.data_dir())
+        .to_owned();
+    let key_file = base.join("audit.key");
+    let key = crate::audit::record::to_hex(&rand::random::<[u8; 32]>());
+    std::fs::write(&key_file, key).map_err(|e| AppError::Other(format!("audit key: {e}")))?;
+    Ok(AuditConfig {
+        dir: base.join("audit"),
+        fsync: Default::default(),
+        fsync_interval_ms: 100,
+        rotate_bytes: 64 << 20,
+        rotate_seconds: 0,
+        checkpoint_seconds: 60,
+        checkpoint_key: KeyRef {
+            env: None,
+            file: Some(key_file),
+        },
+        on_failure: Default::default(),
+    })
+}
+
 /// How to connect, printed once the proxy listens.
 pub fn banner(cluster: &LocalCluster, listen: SocketAddr) -> String {
     let mut out = String::new();
@@ -107,12 +133,25 @@ pub async fn run(options: QuickstartOptions) -> Result<(), AppError> {
     let cluster = tokio::task::spawn_blocking(move || start_example_database(&examples))
         .await
         .map_err(|e| AppError::Other(e.to_string()))??;
-    let config = config_for(&cluster, &options);
+    let mut config = config_for(&cluster, &options);
+    let audit = audit_for(&cluster)?;
+    let audit_note = format!(
+        "Audit log: {dir}\n  pgpurpose audit verify --key-file {key} {dir}\n",
+        dir = audit.dir.display(),
+        key = audit
+            .checkpoint_key
+            .file
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"))
+            .display()
+    );
+    config.audit = Some(audit);
     let listen = config.listen;
     let serving = app::serve(config, app::termination_signal());
     // Print once the listener is up: `serve` binds first thing, so a short delay is not needed;
     // the banner goes to stdout, logs to stderr.
     println!("{}", banner(&cluster, listen));
+    println!("{audit_note}");
     let result = serving.await;
     drop(cluster);
     result

@@ -405,14 +405,12 @@ fn check_segment_start(
             start.previous_segment
         ));
     }
-    if !closed || *torn {
-        if start.reason == "rotation" {
-            return Err(format!(
-                "{name} does not end with a checkpoint, yet the next segment says it was rotated (truncated)"
-            ));
-        }
-        // Allowed: the chain link just checked proves nothing before this point is missing;
-        // records after the crash point were never acknowledged by a sync.
+    // A segment cut short by a crash or failure may be followed by `start` or `recovery`
+    // (the chain link just checked proves nothing before it is missing), never `rotation`.
+    if (!closed || *torn) && start.reason == "rotation" {
+        return Err(format!(
+            "{name} does not end with a checkpoint, yet the next segment says it was rotated (truncated)"
+        ));
     }
     Ok(())
 }

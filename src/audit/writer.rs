@@ -493,7 +493,9 @@ impl AuditLog {
             .settings
             .rotate_after
             .is_some_and(|age| inner.segment_opened.elapsed() >= age && inner.segment_records > 1);
-        if !(by_size || by_age) || (by_timer && !by_age) {
+        // The timer only rotates by age; an append by size or age.
+        let rotate = if by_timer { by_age } else { by_size || by_age };
+        if !rotate {
             return;
         }
         if self.write_checkpoint(inner, "rotation").is_err() {

@@ -196,7 +196,7 @@ fn a_forged_checkpoint_mac_fails() {
 
 #[test]
 fn a_missing_first_segment_is_a_warning_and_a_missing_middle_one_an_error() {
-    let (dir, segments) = closed_log();
+    let (_dir, segments) = closed_log();
     let rest = verify_files(&segments[1..], Some(KEY)).unwrap();
     assert!(rest.ok(), "{rest:?}");
     assert!(rest.warnings.iter().any(|w| w.contains("begins at seq")));
