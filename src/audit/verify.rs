@@ -168,21 +168,25 @@ fn verify_segments(segments: &[Segment], key: Option<&[u8]>) -> Verification {
     // How the previous segment ended: (name, ended with a checkpoint, ended with a torn line).
     let mut previous: Option<(String, bool, bool)> = None;
     let mut last_reason = String::new();
+    // Files skipped since the last real segment (a later segment_start may name them).
+    let mut skipped: Vec<String> = Vec::new();
     for (index, segment) in segments.iter().enumerate() {
         let last = index + 1 == segments.len();
-        if segment.bytes.is_empty() {
-            // Created just before a crash, before its first record was written; the next
-            // segment's link proves nothing is missing here.
+        if !segment.bytes.contains(&b'\n') {
+            // Created just before a crash or a failed write, before its first record was
+            // complete; the next segment's link proves nothing is missing here.
             walk.out.warnings.push(format!(
-                "{} is empty (created just before a crash or a failed write)",
+                "{} holds no complete record (created just before a crash or a failed write)",
                 segment.name
             ));
+            skipped.push(segment.name.clone());
             continue;
         }
-        match walk_segment(&mut walk, segment, previous.as_ref(), last) {
+        match walk_segment(&mut walk, segment, previous.as_ref(), &skipped, last) {
             Ok(end) => {
                 previous = Some((segment.name.clone(), end.0, end.1));
                 last_reason = end.2;
+                skipped.clear();
             }
             Err(problem) => {
                 walk.out.error = Some(problem);
@@ -218,6 +222,7 @@ fn walk_segment(
     walk: &mut Walk<'_>,
     segment: &Segment,
     previous: Option<&(String, bool, bool)>,
+    skipped: &[String],
     last: bool,
 ) -> Result<(bool, bool, String), Problem> {
     let problem = |line: usize, seq: Option<u64>, reason: String| Problem {
@@ -331,7 +336,7 @@ fn walk_segment(
             ));
         }
         if let Event::SegmentStart(s) = &rec.event {
-            check_segment_start(s, previous).map_err(|why| problem(line_no, seq, why))?;
+            check_segment_start(s, previous, skipped).map_err(|why| problem(line_no, seq, why))?;
             if let Some((name, false, _)) = previous {
                 walk.out.warnings.push(format!(
                     "{name} ends without a checkpoint (the proxy crashed or could not write; next segment reason `{}`): records cannot have been removed before seq {}, but ones never written are not known",
@@ -378,13 +383,6 @@ fn walk_segment(
         walk.next_seq = Some(rec.seq + 1);
         walk.prev_hash = Some(claimed.to_owned());
     }
-    if line_no == 1 && torn {
-        return Err(problem(
-            1,
-            None,
-            "the segment holds no complete record".into(),
-        ));
-    }
     Ok((ended_with_checkpoint, torn, checkpoint_reason))
 }
 
@@ -393,13 +391,14 @@ fn walk_segment(
 fn check_segment_start(
     start: &record::SegmentStart,
     previous: Option<&(String, bool, bool)>,
+    skipped: &[String],
 ) -> Result<(), String> {
     let Some((name, closed, torn)) = previous else {
         return Ok(());
     };
-    if start.previous_segment.as_deref() != Some(name.as_str())
-        && record::segment_first_seq(name).is_some()
-    {
+    let named = start.previous_segment.as_deref();
+    let known = named == Some(name.as_str()) || skipped.iter().any(|s| Some(s.as_str()) == named);
+    if !known && record::segment_first_seq(name).is_some() {
         return Err(format!(
             "segment_start names previous segment {:?}, but the previous file is {name}",
             start.previous_segment

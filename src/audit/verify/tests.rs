@@ -205,3 +205,18 @@ fn a_missing_first_segment_is_a_warning_and_a_missing_middle_one_an_error() {
     let v = verify_files(&gap, Some(KEY)).unwrap();
     assert!(error(&v).reason.contains("missing"), "{v:?}");
 }
+
+#[test]
+fn files_without_a_complete_record_are_skipped_with_a_warning() {
+    let (dir, segments) = closed_log();
+    // A recovery attempt that created a file but could not complete its first line.
+    let name = crate::audit::record::segment_file_name(1_000_000, std::time::SystemTime::now());
+    std::fs::write(dir.path().join(&name), b"{\"seq\":1000000,\"ti").unwrap();
+    let v = check(&dir, Some(KEY));
+    assert!(v.ok() && v.sealed, "{v:?}");
+    assert!(
+        v.warnings.iter().any(|w| w.contains("no complete record")),
+        "{v:?}"
+    );
+    assert_eq!(v.files.len(), segments.len() + 1);
+}
