@@ -138,6 +138,7 @@ const LITERALS: &[&str] = &[
     "mallory-9d3f",
     "wrong-password-x",
     "7778899",
+    "bytes-secret-31",
 ];
 
 #[tokio::test]
@@ -184,6 +185,32 @@ async fn every_message_is_recorded_once_with_its_facts_and_no_literal() {
         .unwrap_or_default();
     sent += 2;
     drop(ads);
+
+    // Messages the relay refuses before any decision: text that is not UTF-8, FunctionCall.
+    let mut raw = common::raw::RawConn::login(port, ADS.name, Some(ADS.password)).await;
+    let mut bad = b"SELECT 'bytes-secret-31 \xff\xfe' FROM users".to_vec();
+    bad.push(0);
+    raw.send(&common::raw::frame(b'Q', &bad)).await.unwrap();
+    let frames = raw.until_ready(1).await;
+    assert_eq!(
+        common::frames::first_error(&frames)
+            .and_then(|f| f.code())
+            .as_deref(),
+        Some("22021")
+    );
+    raw.send(&common::raw::frame(b'F', &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    let frames = raw.until_ready(1).await;
+    assert_eq!(
+        common::frames::first_error(&frames)
+            .and_then(|f| f.code())
+            .as_deref(),
+        Some("0A000")
+    );
+    raw.send(&common::raw::terminate()).await.unwrap();
+    drop(raw);
+    sent += 2;
 
     // Refused before the engine: a database whose catalog the proxy does not hold.
     let other = connect(&client_config(port, ADS.name, ADS.password, "postgres"))
@@ -282,14 +309,27 @@ async fn every_message_is_recorded_once_with_its_facts_and_no_literal() {
     assert_eq!(stmts[7].protocol, "extended");
     assert_eq!(stmts[7].sql, "select handle from users where id = ?");
     assert_eq!(stmts[8].sql, "select handle from users where id = $1");
-    let refused = stmts[9];
+    let (not_utf8, call) = (stmts[9], stmts[10]);
+    assert_eq!(
+        (not_utf8.rule.as_str(), not_utf8.sqlstate.as_deref()),
+        ("not_utf8", Some("22021"))
+    );
+    assert_eq!(
+        (call.rule.as_str(), call.sqlstate.as_deref()),
+        ("function_call", Some("0A000"))
+    );
+    assert_eq!(
+        (not_utf8.sql.as_str(), not_utf8.decision),
+        ("", Decision::Block)
+    );
+    let refused = stmts[11];
     assert_eq!(
         (refused.database.as_str(), refused.rule.as_str()),
         ("postgres", "refused_before_analysis")
     );
     // Every record of a session carries its id, and no two sessions share one.
     let sessions: BTreeSet<&str> = stmts.iter().map(|s| s.session_id.as_str()).collect();
-    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.len(), 3);
 
     let conns = connections(&records);
     let kinds: Vec<ConnectionEventKind> = conns.iter().map(|c| c.event).collect();
@@ -298,7 +338,7 @@ async fn every_message_is_recorded_once_with_its_facts_and_no_literal() {
             .iter()
             .filter(|k| **k == ConnectionEventKind::Authenticated)
             .count(),
-        2,
+        3,
         "{conns:#?}"
     );
     assert_eq!(
@@ -306,7 +346,7 @@ async fn every_message_is_recorded_once_with_its_facts_and_no_literal() {
             .iter()
             .filter(|k| **k == ConnectionEventKind::Closed)
             .count(),
-        2
+        3
     );
     let refusals: Vec<_> = conns
         .iter()
