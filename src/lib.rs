@@ -13,6 +13,7 @@
 //! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
 //! - [`audit`]: the hash-chained audit log of every decision and connection event.
 //! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
+//! - [`ops`]: the DBA's tools (`check`, `explain`, `test`, `diff`, `catalog dump`).
 
 pub mod app;
 pub mod audit;
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod intercept;
 pub mod localpg;
+pub mod ops;
 pub mod policy;
 pub mod protocol;
 pub mod quickstart;
