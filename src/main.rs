@@ -34,6 +34,9 @@ enum Command {
         /// Address the proxy listens on.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: std::net::SocketAddr,
+        /// Also serve Prometheus `/metrics` and `/health` on this address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Read a password on standard input and print its SCRAM-SHA-256 verifier for a policy file.
     HashPassword,
@@ -77,9 +80,10 @@ fn main() -> ExitCode {
     pgpurpose::app::init_logging(cli.log_json);
     match cli.command {
         Command::Run { config } => block_on(pgpurpose::app::run(&config)),
-        Command::Quickstart { listen } => {
+        Command::Quickstart { listen, metrics } => {
             let options = pgpurpose::quickstart::QuickstartOptions {
                 listen,
+                metrics,
                 ..Default::default()
             };
             block_on(pgpurpose::quickstart::run(options))
