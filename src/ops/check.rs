@@ -83,6 +83,12 @@ pub async fn check(opts: &CheckOptions) -> Outcome {
             c.relations.len(),
             c.version
         );
+        if matches!(source, CatalogSource::File(_)) {
+            let _ = writeln!(
+                out,
+                "(upstream roles are checked against a live database only: --upstream URL)"
+            );
+        }
     }
     let findings = findings(&policy, catalog.as_ref(), roles.as_ref());
     let errors = findings
