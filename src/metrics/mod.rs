@@ -4,13 +4,13 @@
 //! What is counted, and where:
 //! - connections (accepted, open): `relay::session::run`;
 //! - statements by decision, service and purpose: [`Metrics`] is a
-//!   [`DecisionObserver`](crate::enforce::DecisionObserver) of the enforcer;
+//!   [`DecisionObserver`] of the enforcer;
 //! - decision latency: measured in the relay around `Interceptor::decide`, so it covers cache
 //!   lookups, the engine and every observer (the audit write included), i.e. what a statement
 //!   waits for before it is forwarded;
 //! - upstream errors: failed upstream connections (`relay::session`);
 //! - the policy version in force and reloads: [`Metrics`] is a
-//!   [`PolicyEvents`](crate::reload::PolicyEvents) sink of the reloader;
+//!   [`PolicyEvents`] sink of the reloader;
 //! - the audit queue depth: fed by the audit writer through
 //!   [`Metrics::set_audit_queue_depth`] or sampled at scrape time from
 //!   [`Metrics::set_audit_queue_depth_source`].

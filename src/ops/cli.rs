@@ -73,7 +73,7 @@ pub struct TestArgs {
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
-    /// Test files or directories [default: <policies>/tests].
+    /// Test files or directories [default: POLICIES/tests].
     pub files: Vec<PathBuf>,
 }
 
