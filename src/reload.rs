@@ -152,12 +152,10 @@ impl PolicyReloader {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.policy.load_full();
         let candidate = crate::policy::load_dir(&self.dir).and_then(|p| {
-            if let Some(catalog) = self.enforcer.as_ref().and_then(|e| e.catalog()) {
-                for warning in crate::policy::ensure_matches_catalog(&p, &catalog)? {
-                    warn!(%warning, "policy reload");
-                }
+            match self.enforcer.as_ref().and_then(|e| e.catalog()) {
+                Some(catalog) => new_catalog_mismatches(&current, &p, &catalog).map(|()| p),
+                None => Ok(p),
             }
-            Ok(p)
         });
         match candidate {
             Ok(new) if new.version == current.version => ReloadOutcome::Unchanged,
@@ -183,6 +181,35 @@ impl PolicyReloader {
             }
         }
     }
+}
+
+/// Refuse a candidate policy that does not match the catalog where the policy in force does:
+/// a tag on a column the database lacks protects nothing and is usually a typo. Mismatches the
+/// policy in force already had (the proxy starts without this check, e.g. for a column a
+/// migration is about to add) are logged, not refused, so they cannot block every later reload.
+fn new_catalog_mismatches(
+    current: &CompiledPolicy,
+    candidate: &CompiledPolicy,
+    catalog: &crate::catalog::Catalog,
+) -> Result<(), crate::policy::PolicyError> {
+    use crate::policy::{check_against_catalog, FindingLevel};
+    let known: Vec<String> = check_against_catalog(current, catalog)
+        .into_iter()
+        .filter(|f| f.level == FindingLevel::Error)
+        .map(|f| f.message)
+        .collect();
+    let findings = check_against_catalog(candidate, catalog);
+    let fresh = findings
+        .iter()
+        .any(|f| f.level == FindingLevel::Error && !known.contains(&f.message));
+    if fresh {
+        // The same errors, with their file:line, as one PolicyError.
+        crate::policy::ensure_matches_catalog(candidate, catalog)?;
+    }
+    for finding in &findings {
+        warn!(%finding, "policy reload: the policy does not match the catalog");
+    }
+    Ok(())
 }
 
 /// Reload on SIGHUP, and on changes in the policy directory when `config.watch`; runs until
@@ -367,6 +394,58 @@ mod tests {
             .2
             .as_deref()
             .is_some_and(|e| e.contains("securty")));
+    }
+
+    #[test]
+    fn a_tag_on_a_column_the_database_lacks_is_refused_and_the_cache_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_example_policies(dir.path());
+        let policy = Arc::new(ArcSwap::from_pointee(
+            crate::policy::load_dir(dir.path()).unwrap(),
+        ));
+        let enforcer = Arc::new(Enforcer::new(Arc::clone(&policy), "app"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        enforcer.set_catalog(
+            crate::catalog::snapshot_file::load(&root.join("examples/catalog.json")).unwrap(),
+        );
+        let ctx = crate::intercept::StatementContext {
+            service: "analytics-service",
+            purpose: "analytics",
+            connection_id: 1,
+            client_addr: "127.0.0.1:1",
+            database: "app",
+            protocol: crate::intercept::Protocol::Simple,
+        };
+        use crate::intercept::Interceptor as _;
+        let _ = enforcer.decide(&ctx, "SELECT id FROM users");
+        assert_eq!(enforcer.cached_decisions(), 1);
+        let reloader = PolicyReloader::new(dir.path(), Arc::clone(&policy))
+            .with_enforcer(Arc::clone(&enforcer));
+        let tables = dir.path().join("tables.yaml");
+        let text = std::fs::read_to_string(&tables).unwrap();
+        std::fs::write(
+            &tables,
+            text.replace("phone_2fa: [security]", "phone_3fa: [security]"),
+        )
+        .unwrap();
+        let ReloadOutcome::Refused { error } = reloader.reload("test") else {
+            panic!("a tag on a missing column must be refused");
+        };
+        assert!(
+            error.contains("column `phone_3fa` does not exist"),
+            "{error}"
+        );
+        assert_eq!(enforcer.cached_decisions(), 1, "a refusal keeps the cache");
+        std::fs::write(
+            &tables,
+            text.replace("phone_2fa: [security]", "phone_2fa: [security, analytics]"),
+        )
+        .unwrap();
+        assert!(matches!(
+            reloader.reload("test"),
+            ReloadOutcome::Reloaded { .. }
+        ));
+        assert_eq!(enforcer.cached_decisions(), 0, "a reload clears the cache");
     }
 
     #[tokio::test]

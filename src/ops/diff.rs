@@ -30,7 +30,7 @@ use crate::policy::CompiledPolicy;
 
 use super::explain::short_version;
 use super::policytest::{self, summary};
-use super::{read_text, session_for, OpsError, Outcome, Status};
+use super::{session_for, OpsError, Outcome, Status};
 
 /// One statement to re-decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +96,26 @@ pub fn statements_from_audit(paths: &[PathBuf]) -> Result<AuditStatements, OpsEr
     let mut seen: BTreeMap<(String, String, String), (Statement, u64)> = BTreeMap::new();
     let mut result = AuditStatements::default();
     for file in files {
-        let text = read_text(&file)?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // Streamed: audit logs can be far larger than memory.
+        let io_error = |e: std::io::Error| OpsError::File {
+            path: file.clone(),
+            message: e.to_string(),
+        };
+        let reader = std::io::BufReader::new(std::fs::File::open(&file).map_err(io_error)?);
+        for line in std::io::BufRead::lines(reader) {
+            let line = match line {
+                Ok(l) => l,
+                // Not UTF-8 (a torn multi-byte write): not a record.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    result.unreadable_lines += 1;
+                    continue;
+                }
+                Err(e) => return Err(io_error(e)),
+            };
+            let line = line.as_str();
+            if line.trim().is_empty() {
+                continue;
+            }
             let Ok((record, _)) = parse_line(line) else {
                 result.unreadable_lines += 1;
                 continue;
