@@ -209,3 +209,35 @@ pub async fn run(options: QuickstartOptions) -> Result<(), AppError> {
     drop(cluster);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intercept::{Protocol, Verdict};
+
+    #[test]
+    fn live_lines_carry_the_decision_and_never_a_literal() {
+        let ctx = StatementContext {
+            service: "ads-service",
+            purpose: "advertising",
+            connection_id: 1,
+            client_addr: "127.0.0.1:1",
+            database: "app",
+            protocol: Protocol::Simple,
+        };
+        let sql = "SELECT handle FROM users WHERE marketing_phone = '+15550100'";
+        let cached = LiveDecisions::line(&ctx, sql, &Outcome::Cached(&Verdict::Forward));
+        assert_eq!(
+            cached,
+            "ALLOW    ads-service/advertising: select handle from users where marketing_phone = ?   -- (cached decision)"
+        );
+        let refused = PgError::forbidden("no catalog");
+        let line = LiveDecisions::line(&ctx, "SELECT 'secret'", &Outcome::Refused(&refused));
+        assert!(
+            line.starts_with("BLOCK    ads-service/advertising: select ?"),
+            "{line}"
+        );
+        assert!(line.ends_with("-- ERROR 42501"), "{line}");
+        assert!(!line.contains("secret"), "{line}");
+    }
+}
