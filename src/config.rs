@@ -283,6 +283,20 @@ pub struct Config {
     /// The audit log; `None` (default) runs without one.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// Prometheus `/metrics` and `/health` endpoint; absent (default): not served.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// Policy hot reload (SIGHUP always reloads).
+    #[serde(default)]
+    pub reload: crate::reload::ReloadConfig,
+}
+
+/// The metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint, e.g. `127.0.0.1:9187`.
+    pub listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -295,6 +309,8 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             limits: Limits::default(),
             audit: None,
+            metrics: None,
+            reload: crate::reload::ReloadConfig::default(),
         }
     }
 }

@@ -287,6 +287,24 @@ impl AuditLog {
     }
 }
 
+/// Policy reloads. `loaded` is not repeated: [`AuditLog::open`] wrote it with the start
+/// version. A failure is logged (a reload is not undone for want of a record).
+impl crate::reload::PolicyEvents for AuditLog {
+    fn policy_event(
+        &self,
+        kind: crate::reload::PolicyEventKind,
+        version: &str,
+        error: Option<&str>,
+    ) {
+        if kind == crate::reload::PolicyEventKind::Loaded {
+            return;
+        }
+        if let Err(e) = AuditLog::policy_event(self, kind.as_str(), version, error) {
+            tracing::error!(error = %e, event = kind.as_str(), "cannot write a policy event to the audit log");
+        }
+    }
+}
+
 impl DecisionObserver for AuditLog {
     fn observe(
         &self,

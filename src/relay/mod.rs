@@ -37,6 +37,9 @@ pub struct ProxyState {
     /// The audit log, for connection events and messages refused before any decision
     /// (statement decisions reach it through the interceptor).
     pub audit: Option<Arc<AuditLog>>,
+    /// Connection, latency and upstream-error metrics (replace before sharing the state to
+    /// export them; see `app::serve_with`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_connection_id: AtomicU64,
 }
 
@@ -61,6 +64,7 @@ impl ProxyState {
             upstream_tls,
             dummy_secret: rand::random(),
             audit: None,
+            metrics: Arc::default(),
             next_connection_id: AtomicU64::new(1),
         })
     }
