@@ -11,6 +11,7 @@
 # with `pgpurpose audit verify` at the end.
 #
 # Usage: benches/audit_pgbench.sh        Environment: ROUNDS=3 DURATION=10 KEEP_WORKDIR=1
+#   SKIP_BUILD=1 (use the existing target/release/pgpurpose)
 #   AUDIT_FSYNC=interval|always|never (default interval)
 set -euo pipefail
 
@@ -59,8 +60,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "building pgpurpose (cargo build --release)"
-(cd "$REPO" && cargo build --release >&2)
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "building pgpurpose (cargo build --release)"
+    (cd "$REPO" && cargo build --release >&2)
+fi
+[ -x "$PROXY" ] || die "$PROXY was not built"
 
 WORK=$(mktemp -d /tmp/pgpurpose-audit-bench.XXXXXX)
 chmod 755 "$WORK"
