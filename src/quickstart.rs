@@ -265,13 +265,21 @@ mod tests {
             protocol: Protocol::Simple,
         };
         let sql = "SELECT handle FROM users WHERE marketing_phone = '+15550100'";
-        let cached = LiveDecisions::line(&ctx, sql, &Outcome::Cached(&Verdict::Forward, &Default::default()));
+        let cached = LiveDecisions::line(
+            &ctx,
+            sql,
+            &Outcome::Cached(&Verdict::Forward, &Default::default()),
+        );
         assert_eq!(
             cached,
             "ALLOW    ads-service/advertising: select handle from users where marketing_phone = ?   -- (cached decision)"
         );
         let refused = PgError::forbidden("no catalog");
-        let line = LiveDecisions::line(&ctx, "SELECT 'secret'", &Outcome::Refused(&refused, &Default::default()));
+        let line = LiveDecisions::line(
+            &ctx,
+            "SELECT 'secret'",
+            &Outcome::Refused(&refused, &Default::default()),
+        );
         assert!(
             line.starts_with("BLOCK    ads-service/advertising: select ?"),
             "{line}"
