@@ -128,16 +128,24 @@ wait_for_port "$OFF_PORT" "$OFF_PID" "pgpurpose (audit off)"
 wait_for_port "$ON_PORT" "$ON_PID" "pgpurpose (audit on)"
 
 : >"$WORK/results.tsv"
+# "utime stime" of a process in clock ticks (field 2, the command name, may hold spaces).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 run_one() {
-    local round=$1 mode=$2 clients=$3 target=$4 port script out tps
-    port=$OFF_PORT; [ "$target" = on ] && port=$ON_PORT
+    local round=$1 mode=$2 clients=$3 target=$4 port pid script out tps txns t0 t1
+    port=$OFF_PORT; pid=$OFF_PID
+    [ "$target" = on ] && { port=$ON_PORT; pid=$ON_PID; }
+    t0=$(cpu_ticks "$pid")
     script=(-S -M "$mode"); [ "$mode" = orm ] && script=(-f "$REPO/benches/orm.sql" -M simple)
     out="$WORK/logs/r$round-$mode-$target.out"
     PGPASSWORD="$PASSWORD" "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$port" -U bench-service \
         -c "$clients" -j 2 -T "$DURATION" "${script[@]}" "$DB" >"$out" 2>&1 || { cat "$out" >&2; die "pgbench failed"; }
+    t1=$(cpu_ticks "$pid")
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
-    echo "$mode $clients $target $round $tps" >>"$WORK/results.tsv"
-    log "round $round: $mode -c $clients audit $target: $tps tps"
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+    # The proxy's CPU per transaction (µs) does not depend on what else runs on the machine.
+    cpu_us=$(python3 -c "print(round(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max($txns, 1), 1))")
+    echo "$mode $clients $target $round $tps $cpu_us" >>"$WORK/results.tsv"
+    log "round $round: $mode -c $clients audit $target: $tps tps, proxy CPU $cpu_us µs/transaction"
 }
 for round in $(seq 1 "$ROUNDS"); do
     for test in "${TESTS[@]}"; do
@@ -153,12 +161,13 @@ python3 - "$WORK/results.tsv" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 tests = sorted({(r[0], r[1]) for r in rows}, key=lambda t: (t[0] != "simple", t))
-print(f"{'test':<14}{'audit off (tps)':>30}{'audit on (tps)':>30}{'on/off':>10}")
+print(f"{'test':<14}{'audit off (tps)':>30}{'audit on (tps)':>30}{'on/off':>8}{'proxy CPU µs/txn off -> on':>30}")
 for mode, clients in tests:
-    off = [float(r[4]) for r in rows if (r[0], r[1], r[2]) == (mode, clients, "off")]
-    on = [float(r[4]) for r in rows if (r[0], r[1], r[2]) == (mode, clients, "on")]
+    pick = lambda t, i: [float(r[i]) for r in rows if (r[0], r[1], r[2]) == (mode, clients, t)]
+    off, on = pick("off", 4), pick("on", 4)
     fmt = lambda xs: f"{statistics.median(xs):9.0f} [" + " ".join(f"{x:.0f}" for x in xs) + "]"
-    print(f"{mode + ' -c ' + clients:<14}{fmt(off):>30}{fmt(on):>30}{statistics.median(on) / statistics.median(off):>9.1%}")
+    cpu = f"{statistics.median(pick('off', 5)):.1f} -> {statistics.median(pick('on', 5)):.1f}"
+    print(f"{mode + ' -c ' + clients:<14}{fmt(off):>30}{fmt(on):>30}{statistics.median(on) / statistics.median(off):>8.1%}{cpu:>30}")
 PY
 du -sh "$WORK/audit" | awk '{ print "audit log size: " $1 }'
 "$PROXY" audit verify --key-file "$WORK/audit.key" --require-sealed "$WORK/audit"

@@ -520,11 +520,15 @@ impl AuditLog {
         // is durable when its file is no longer the open one.
         let file_of_seq = inner.file.clone();
         loop {
-            if inner.synced_seq >= seq || !same_file(&inner.file, &file_of_seq) {
+            if inner.synced_seq >= seq {
                 return Ok(());
             }
+            // A failed sync abandons the file: its records are not known to be durable.
             if let Some(failure) = &inner.failure {
                 return Err(AuditError::Unavailable(failure.error.clone()));
+            }
+            if !same_file(&inner.file, &file_of_seq) {
+                return Ok(());
             }
             if inner.syncing {
                 inner = self.synced.wait(inner).unwrap_or_else(|p| p.into_inner());

@@ -186,3 +186,39 @@ fn a_refused_statement_is_recorded_and_an_unwritable_log_blocks() {
     assert_eq!(recs[0].database, "other");
     assert!(recs[0].statements.is_empty());
 }
+
+#[test]
+fn reloads_are_recorded_and_the_initial_load_only_once() {
+    use crate::reload::{PolicyEventKind, PolicyEvents};
+    let (dir, log, _enforcer) = rig();
+    PolicyEvents::policy_event(&*log, PolicyEventKind::Loaded, "v1", None);
+    PolicyEvents::policy_event(&*log, PolicyEventKind::Reloaded, "v2", None);
+    PolicyEvents::policy_event(
+        &*log,
+        PolicyEventKind::ReloadRefused,
+        "v2",
+        Some("tables.yaml:3: unknown purpose"),
+    );
+    log.close().unwrap();
+    let mut events = Vec::new();
+    for path in list_segments(dir.path()).unwrap() {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            if let Event::Policy(p) = parse_line(line).unwrap().0.event {
+                events.push((p.event, p.policy_version, p.error));
+            }
+        }
+    }
+    let start = example_policy().version;
+    assert_eq!(
+        events,
+        [
+            ("loaded".to_owned(), start, None),
+            ("reloaded".to_owned(), "v2".to_owned(), None),
+            (
+                "reload_refused".to_owned(),
+                "v2".to_owned(),
+                Some("tables.yaml:3: unknown purpose".to_owned())
+            ),
+        ]
+    );
+}
