@@ -48,6 +48,8 @@ use crate::config::{AuditConfig, AuditFailure, FsyncMode};
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest checkpoint key accepted.
 pub const MIN_KEY_BYTES: usize = 16;
+/// Attempts to take the lock before sleeping on it (about 20 µs of spinning).
+const LOCK_SPINS: u32 = 200;
 /// How far back the last line of a segment is searched for at start.
 const MAX_TAIL_SCAN: u64 = 256 << 20;
 /// Permission bits of segment files (owner read/write, group read).
@@ -357,6 +359,20 @@ impl AuditLog {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The lock is held for one write(2) (a few µs). Spin that long before sleeping: a
+        // sleeping waiter must be woken and scheduled again, which on a loaded machine costs
+        // far more than the wait itself.
+        for _ in 0..LOCK_SPINS {
+            match self.inner.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    for _ in 0..8 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
         // A panic while holding the lock cannot leave the chain inconsistent: the head only
         // moves after a successful write.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
