@@ -37,6 +37,31 @@ enum Command {
     },
     /// Read a password on standard input and print its SCRAM-SHA-256 verifier for a policy file.
     HashPassword,
+    /// Review the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Summarise the log for a time range: per service, purpose, table and column, the uses of
+    /// each clause kind, masks and blocks, the top blocked statements (table, JSON, CSV, HTML).
+    Report(pgpurpose::audit::report::ReportArgs),
+    /// Print matching records as one line each; with --follow, as they are written.
+    Tail(pgpurpose::audit::tail::TailArgs),
+}
+
+/// Exit with the status a reviewer tool returned, or report its error.
+fn exit_status<E: std::fmt::Display>(result: Result<u8, E>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pgpurpose: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn block_on<F: std::future::Future<Output = Result<(), pgpurpose::app::AppError>>>(
@@ -87,5 +112,9 @@ fn main() -> ExitCode {
             println!("{}", pgpurpose::auth::hash_password(password));
             ExitCode::SUCCESS
         }
+        Command::Audit { command } => match command {
+            AuditCommand::Report(args) => exit_status(pgpurpose::audit::report::run_report(&args)),
+            AuditCommand::Tail(args) => exit_status(pgpurpose::audit::tail::run_tail(&args)),
+        },
     }
 }
