@@ -320,8 +320,8 @@ impl Records {
             let Some((path, reader, line)) = self.current.as_mut() else {
                 continue;
             };
-            let read = read_line_bounded(reader, &mut self.buf)
-                .map_err(|e| ReaderError::io(path, e))?;
+            let read =
+                read_line_bounded(reader, &mut self.buf).map_err(|e| ReaderError::io(path, e))?;
             match read {
                 LineRead::Eof => {
                     self.current = None;
@@ -556,7 +556,11 @@ mod tests {
         assert_eq!(seqs, vec![1, 2, 3, 4]);
         assert_eq!(items[3].0.line, 2);
         assert!(items[3].0.path.ends_with("pgpurpose-audit-a.jsonl"));
-        assert!(records.chain_check().intact(), "{:?}", records.chain_check());
+        assert!(
+            records.chain_check().intact(),
+            "{:?}",
+            records.chain_check()
+        );
         assert_eq!(records.chain_check().records, 4);
     }
 

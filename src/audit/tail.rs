@@ -190,10 +190,7 @@ impl Filter {
 /// `schema.table` equals `want`, or `want` has no schema and names the table.
 fn table_matches(table: &str, want: &str) -> bool {
     table == want
-        || (!want.contains('.')
-            && table
-                .rsplit_once('.')
-                .is_some_and(|(_, name)| name == want))
+        || (!want.contains('.') && table.rsplit_once('.').is_some_and(|(_, name)| name == want))
 }
 
 /// One readable line for a record (control characters escaped).
@@ -436,7 +433,11 @@ fn next_segment(
             seen.insert(path);
             continue;
         }
-        if best.as_ref().and_then(|b| b.first_seq).is_none_or(|b| first < b) {
+        if best
+            .as_ref()
+            .and_then(|b| b.first_seq)
+            .is_none_or(|b| first < b)
+        {
             best = Some(reader::Segment {
                 path,
                 first_seq: Some(first),

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::text::{selection_text, tags_text};
+use super::text::selection_text;
 use super::{Report, UseCounts};
 
 /// Escape text for HTML element content and double- or single-quoted attributes.
@@ -55,15 +55,20 @@ pub fn count_keys(report: &Report) -> Vec<(Value, u64)> {
         for (name, v) in totals_fields(&s.totals) {
             out.push((json!(["service", s.service, s.purpose, name]), v));
         }
-        out.push((json!(["service", s.service, s.purpose, "sessions"]), s.sessions));
+        out.push((
+            json!(["service", s.service, s.purpose, "sessions"]),
+            s.sessions,
+        ));
     }
     for c in &report.columns {
-        let clauses = std::iter::once(("*", &c.total))
-            .chain(c.clauses.iter().map(|(k, v)| (k.as_str(), v)));
+        let clauses =
+            std::iter::once(("*", &c.total)).chain(c.clauses.iter().map(|(k, v)| (k.as_str(), v)));
         for (clause, u) in clauses {
             for (name, v) in use_fields(u) {
                 out.push((
-                    json!(["column", c.service, c.purpose, c.table, c.column, c.tags, clause, name]),
+                    json!([
+                        "column", c.service, c.purpose, c.table, c.column, c.tags, clause, name
+                    ]),
                     v,
                 ));
             }
@@ -81,7 +86,10 @@ pub fn count_keys(report: &Report) -> Vec<(Value, u64)> {
         out.push((json!(["refused_reason", reason]), *v));
     }
     for p in &report.policy_versions {
-        out.push((json!(["policy_version", p.version, "statements"]), p.statements));
+        out.push((
+            json!(["policy_version", p.version, "statements"]),
+            p.statements,
+        ));
     }
     for (e, v) in &report.policy_events {
         out.push((json!(["policy_event", e]), *v));
@@ -212,6 +220,14 @@ fn svg_chart(id: &str, title: &str, bars: &[Bar], legend: &[(String, String)]) -
     s
 }
 
+/// `2026-11-23T08:12:12.012156Z` as `2026-11-23 08:12:12Z` (the full time is the title).
+fn short_time(t: &str) -> String {
+    match (t.get(..10), t.get(11..19)) {
+        (Some(date), Some(time)) => format!("{date} {time}Z"),
+        _ => t.to_owned(),
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -222,51 +238,8 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-const CSS: &str = r#"
-:root{--fg:#1d2330;--muted:#5b6475;--line:#dde2ea;--bg:#f6f8fb;--card:#fff;
---allow:#2e7d32;--rewrite:#e6a100;--block:#c62828}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
-header{background:#1f2a44;color:#fff;padding:22px 32px 18px}
-header h1{margin:0 0 6px;font-size:22px;font-weight:600}
-header .meta{color:#c9d2e3;font-size:13px}
-header .meta b{color:#fff;font-weight:600}
-main{max-width:1180px;margin:0 auto;padding:18px 32px 48px}
-.banner{margin:16px 0;padding:10px 14px;border-radius:6px;font-weight:600}
-.banner.ok{background:#e7f4e8;color:#1e5b22;border:1px solid #b9dcbc}
-.banner.bad{background:#fdeaea;color:#8e1b1b;border:2px solid #c62828}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:12px;margin:16px 0 8px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 14px}
-.card .n{font-size:26px;font-weight:650;font-variant-numeric:tabular-nums;display:block}
-.card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.card.allow .n{color:var(--allow)}.card.rewrite .n{color:#a06d00}.card.block .n{color:var(--block)}
-section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 20px;margin:18px 0}
-section h2{font-size:17px;margin:0 0 4px}
-section p.help{color:var(--muted);margin:0 0 12px;font-size:13px}
-figure.chart{margin:8px 0 14px;overflow-x:auto}
-figure.chart figcaption{font-weight:600;font-size:13px;color:var(--muted);margin-bottom:4px}
-svg .lbl{font-size:12px;fill:#1d2330}svg .val{font-size:12px;fill:#5b6475}
-svg .leg{font-size:12px;fill:#1d2330}svg .track{fill:#eef1f6}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-th{background:#f0f3f8;font-weight:600;position:sticky;top:0}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.zero{color:#b3b9c4}
-td.block:not(.zero){color:var(--block);font-weight:600}
-td.rewrite:not(.zero),td.masked:not(.zero){color:#a06d00;font-weight:600}
-td.allow:not(.zero){color:var(--allow)}
-tr.total td{font-weight:650;border-top:2px solid #c4cbd7}
-tr.coltotal td{background:#fafbfd;font-weight:600}
-tbody.group{border-top:2px solid #c4cbd7}
-code{font:12px/1.4 ui-monospace,"DejaVu Sans Mono",Menlo,monospace;word-break:break-word;white-space:pre-wrap}
-.tag{display:inline-block;background:#e8eefb;color:#23427a;border-radius:10px;padding:0 8px;margin:1px 2px;font-size:12px}
-.tag.none{background:#f1f1f1;color:#777}
-.muted{color:var(--muted)}
-dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
-dl.kv dt{color:var(--muted)}dl.kv dd{margin:0}
-footer{color:var(--muted);font-size:12px;text-align:center;padding:12px}
-@media print{header{background:#fff;color:#000}header .meta,header .meta b{color:#000}section{break-inside:avoid}}
-"#;
+/// The page's style, inlined into every report.
+const CSS: &str = include_str!("report.css");
 
 fn tags_html(tags: &Option<Vec<String>>) -> String {
     match tags {
@@ -274,7 +247,8 @@ fn tags_html(tags: &Option<Vec<String>>) -> String {
             .iter()
             .map(|t| format!("<span class=\"tag\">{}</span>", esc(t)))
             .collect(),
-        _ => format!("<span class=\"tag none\">{}</span>", esc(&tags_text(tags))),
+        Some(_) => "<span class=\"tag none\">no tags</span>".to_owned(),
+        None => "<span class=\"tag none\">untagged</span>".to_owned(),
     }
 }
 
@@ -351,19 +325,44 @@ fn cards(h: &mut String, r: &Report) {
     let c = &r.connections;
     h.push_str("<div class=\"cards\">");
     let items: [(&str, &str, Value, u64); 8] = [
-        ("", "Statements", json!(["totals", "statements"]), t.statements),
+        (
+            "",
+            "Statements",
+            json!(["totals", "statements"]),
+            t.statements,
+        ),
         ("allow", "Allowed", json!(["totals", "allow"]), t.allow),
-        ("rewrite", "Rewritten", json!(["totals", "rewrite"]), t.rewrite),
+        (
+            "rewrite",
+            "Rewritten",
+            json!(["totals", "rewrite"]),
+            t.rewrite,
+        ),
         ("block", "Blocked", json!(["totals", "block"]), t.block),
-        ("rewrite", "Masked uses", json!(["totals", "masked"]), t.masked),
-        ("block", "Denied uses", json!(["totals", "denied"]), t.denied),
+        (
+            "rewrite",
+            "Masked uses",
+            json!(["totals", "masked"]),
+            t.masked,
+        ),
+        (
+            "block",
+            "Denied uses",
+            json!(["totals", "denied"]),
+            t.denied,
+        ),
         (
             "",
             "Sessions opened",
             json!(["connections", "authenticated"]),
             c.authenticated,
         ),
-        ("block", "Connections refused", json!(["connections", "refused"]), c.refused),
+        (
+            "block",
+            "Connections refused",
+            json!(["connections", "refused"]),
+            c.refused,
+        ),
     ];
     for (class, label, key, v) in items {
         // The cards repeat counts of the tables below; their keys are prefixed so that every
@@ -537,7 +536,11 @@ fn columns(h: &mut String, r: &Report) {
             Bar {
                 label: format!("{}.{} · {}", c.table, c.column, c.service),
                 segments: vec![
-                    ("allowed".into(), t.uses.saturating_sub(t.denied), NEUTRAL.into()),
+                    (
+                        "allowed".into(),
+                        t.uses.saturating_sub(t.denied),
+                        NEUTRAL.into(),
+                    ),
                     ("masked".into(), t.masked, REWRITE.into()),
                     ("denied".into(), denied_unmasked, BLOCK.into()),
                 ],
@@ -631,14 +634,19 @@ fn blocked(h: &mut String, r: &Report) {
             label: b.fingerprint.clone(),
             segments: vec![("count".into(), b.count, BLOCK.into())],
             key: vec![json!("blocked"), json!(b.fingerprint)],
-            note: truncate(&b.sql, 60),
+            note: format!("{} blocked", b.count),
         })
         .collect();
-    h.push_str(&svg_chart("chart-blocked", "Blocks per fingerprint", &bars, &[]));
+    h.push_str(&svg_chart(
+        "chart-blocked",
+        "Blocks per fingerprint",
+        &bars,
+        &[],
+    ));
     h.push_str(
-        "<table id=\"blocked-statements\"><thead><tr><th class=\"num\">Count</th>\
+        "<div class=\"scroll\"><table id=\"blocked-statements\"><thead><tr><th class=\"num\">Count</th>\
          <th>Fingerprint</th><th>SQL (normalised)</th><th>Rule</th><th>SQLSTATE</th>\
-         <th>Service · purpose</th><th>First seen</th><th>Last seen</th></tr></thead><tbody>\n",
+         <th>Service · purpose</th><th>First / last seen</th></tr></thead><tbody>\n",
     );
     for b in &r.blocked {
         h.push_str("<tr>");
@@ -649,8 +657,9 @@ fn blocked(h: &mut String, r: &Report) {
         ));
         let _ = write!(
             h,
-            "<td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>\n",
+            "<td class=\"fp\"><code>{}</code></td><td class=\"sql\"><code>{}</code></td>\
+             <td>{}</td><td>{}</td><td>{}</td><td class=\"when\"><span title=\"{}\">{}</span><br><span title=\"{}\">{}</span></td>\
+             </tr>\n",
             esc(&b.fingerprint),
             esc(&b.sql),
             esc(&b.rules.join(", ")),
@@ -661,10 +670,12 @@ fn blocked(h: &mut String, r: &Report) {
                 .collect::<Vec<_>>()
                 .join("<br>"),
             esc(&b.first_seen),
-            esc(&b.last_seen)
+            esc(&short_time(&b.first_seen)),
+            esc(&b.last_seen),
+            esc(&short_time(&b.last_seen))
         );
     }
-    h.push_str("</tbody></table></section>\n");
+    h.push_str("</tbody></table></div></section>\n");
 }
 
 fn connections_and_policy(h: &mut String, r: &Report) {
@@ -685,11 +696,7 @@ fn connections_and_policy(h: &mut String, r: &Report) {
         h.push_str("</tr>");
     }
     for (reason, v) in &c.refused_reasons {
-        let _ = write!(
-            h,
-            "<tr><td class=\"muted\">refused: {}</td>",
-            esc(reason)
-        );
+        let _ = write!(h, "<tr><td class=\"muted\">refused: {}</td>", esc(reason));
         h.push_str(&num_td(json!(["refused_reason", reason]), *v, "block"));
         h.push_str("</tr>");
     }

@@ -23,7 +23,10 @@ fn records() -> Vec<Record> {
                 error: None,
             }),
         ),
-        log.record(&t(1), connection(ConnectionEventKind::Authenticated, Some("ads"))),
+        log.record(
+            &t(1),
+            connection(ConnectionEventKind::Authenticated, Some("ads")),
+        ),
         log.record(&t(1), connection(ConnectionEventKind::Refused, None)),
     ];
     // ads/advertising: allowed read of email in output and predicate.
@@ -38,7 +41,14 @@ fn records() -> Vec<Record> {
             "allow",
             &[
                 ("public.users", "email", "output", Some(EMAIL), true, false),
-                ("public.users", "email", "predicate", Some(EMAIL), true, false),
+                (
+                    "public.users",
+                    "email",
+                    "predicate",
+                    Some(EMAIL),
+                    true,
+                    false,
+                ),
             ],
         ),
     ));
@@ -71,7 +81,14 @@ fn records() -> Vec<Record> {
                 "forbidden-predicate",
                 &[
                     ("public.users", "id", "output", None, true, false),
-                    ("public.users", "phone", "predicate", Some(PHONE), false, false),
+                    (
+                        "public.users",
+                        "phone",
+                        "predicate",
+                        Some(PHONE),
+                        false,
+                        false,
+                    ),
                 ],
             ),
         ));
@@ -147,24 +164,53 @@ fn decisions_and_uses_are_counted_per_service_purpose_and_clause() {
         }
     );
     let ads = &r.services[0];
-    assert_eq!((ads.service.as_str(), ads.purpose.as_str()), ("ads", "advertising"));
     assert_eq!(
-        (ads.totals.statements, ads.totals.allow, ads.totals.rewrite, ads.totals.block),
+        (ads.service.as_str(), ads.purpose.as_str()),
+        ("ads", "advertising")
+    );
+    assert_eq!(
+        (
+            ads.totals.statements,
+            ads.totals.allow,
+            ads.totals.rewrite,
+            ads.totals.block
+        ),
         (4, 1, 1, 2)
     );
     assert_eq!(ads.sessions, 1);
     assert_eq!(r.services[1].service, "auth");
     let phone = column(&r, "ads", "phone");
-    assert_eq!(phone.tags.as_deref(), Some(&["security.authentication".to_owned()][..]));
+    assert_eq!(
+        phone.tags.as_deref(),
+        Some(&["security.authentication".to_owned()][..])
+    );
     assert_eq!(
         phone.clauses["output"],
-        UseCounts { uses: 1, masked: 1, denied: 1, in_blocked: 0 }
+        UseCounts {
+            uses: 1,
+            masked: 1,
+            denied: 1,
+            in_blocked: 0
+        }
     );
     assert_eq!(
         phone.clauses["predicate"],
-        UseCounts { uses: 2, masked: 0, denied: 2, in_blocked: 2 }
+        UseCounts {
+            uses: 2,
+            masked: 0,
+            denied: 2,
+            in_blocked: 2
+        }
     );
-    assert_eq!(phone.total, UseCounts { uses: 3, masked: 1, denied: 3, in_blocked: 2 });
+    assert_eq!(
+        phone.total,
+        UseCounts {
+            uses: 3,
+            masked: 1,
+            denied: 3,
+            in_blocked: 2
+        }
+    );
     let email = column(&r, "ads", "email");
     assert_eq!(email.clauses["output"].uses, 2);
     assert_eq!(email.clauses["predicate"].uses, 1);
@@ -182,15 +228,25 @@ fn blocked_fingerprints_are_ranked_and_cut_to_top_n() {
     assert_eq!(b.rules, vec!["forbidden-predicate"]);
     assert_eq!(b.services, vec!["ads/advertising"]);
     assert_eq!(b.sqlstates, vec!["42501"]);
-    assert_eq!((b.first_seen.as_str(), b.last_seen.as_str()), (t(4).as_str(), t(5).as_str()));
-    assert_eq!(report(Selection::default(), 10).blocked[1].fingerprint, "f-ddl");
+    assert_eq!(
+        (b.first_seen.as_str(), b.last_seen.as_str()),
+        (t(4).as_str(), t(5).as_str())
+    );
+    assert_eq!(
+        report(Selection::default(), 10).blocked[1].fingerprint,
+        "f-ddl"
+    );
 }
 
 #[test]
 fn connections_policy_versions_and_span() {
     let r = report(Selection::default(), 10);
     assert_eq!(
-        (r.connections.authenticated, r.connections.refused, r.connections.closed),
+        (
+            r.connections.authenticated,
+            r.connections.refused,
+            r.connections.closed
+        ),
         (1, 1, 1)
     );
     assert_eq!(r.connections.refused_reasons["authentication failed"], 1);
@@ -216,7 +272,10 @@ fn the_range_is_half_open_and_filters_apply() {
         ..Default::default()
     };
     let r = report(sel, 10);
-    assert_eq!((r.totals.statements, r.totals.rewrite, r.totals.block), (2, 1, 1));
+    assert_eq!(
+        (r.totals.statements, r.totals.rewrite, r.totals.block),
+        (2, 1, 1)
+    );
     assert_eq!(r.span.first.as_deref(), Some(t(3).as_str()));
     // The whole log was still read.
     assert_eq!(r.log.records, 12);
@@ -241,7 +300,10 @@ fn the_range_is_half_open_and_filters_apply() {
         },
         10,
     );
-    assert_eq!(r.totals.statements, 2, "security includes security.authentication");
+    assert_eq!(
+        r.totals.statements, 2,
+        "security includes security.authentication"
+    );
     assert!(purpose_is_within("security.authentication", "security"));
     assert!(!purpose_is_within("securityx", "security"));
 }
@@ -299,7 +361,8 @@ fn csv_rows_are_one_per_column_and_clause_with_rfc4180_quoting() {
     let csv = text::csv(&report(Selection::default(), 10));
     let lines: Vec<&str> = csv.split("\r\n").collect();
     assert_eq!(lines[0], text::CSV_HEADER);
-    assert!(lines.contains(&"ads,advertising,public.users,phone,security.authentication,predicate,2,0,2,2"));
+    assert!(lines
+        .contains(&"ads,advertising,public.users,phone,security.authentication,predicate,2,0,2,2"));
     assert!(lines.contains(&"ads,advertising,public.users,id,,output,2,0,0,2"));
     // 7 data rows + header + the empty string after the final CRLF.
     assert_eq!(lines.len(), 9, "{csv}");
@@ -328,7 +391,10 @@ fn the_table_shows_every_section_and_neutralises_control_characters() {
     assert!(table.contains("\\u{1b}[31mred"));
     // Numbers are right-aligned under their header.
     let header = table.lines().find(|l| l.contains("STATEMENTS")).unwrap();
-    let ads = table.lines().find(|l| l.contains("ads  ") && l.contains("advertising")).unwrap();
+    let ads = table
+        .lines()
+        .find(|l| l.contains("ads  ") && l.contains("advertising"))
+        .unwrap();
     assert_eq!(
         header.find("STATEMENTS").unwrap() + "STATEMENTS".len(),
         ads.find(" 4 ").unwrap() + 2,
@@ -345,7 +411,10 @@ fn html_escapes_log_text_and_carries_every_count_once() {
     assert!(!page.contains("<script"));
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("ads<b>"));
-    assert!(!page.contains("http"), "the page must not reference anything outside itself");
+    assert!(
+        !page.contains("http"),
+        "the page must not reference anything outside itself"
+    );
     // Every count of the JSON side is on the page exactly once, with its value.
     let keys = html::count_keys(&r);
     assert!(keys.len() > 60, "{}", keys.len());
@@ -363,8 +432,15 @@ fn render_json_is_the_documented_schema() {
     assert_eq!(v["totals"]["block"], 3);
     assert_eq!(v["services"][0]["block"], 2);
     assert_eq!(v["columns"][0]["clauses"]["output"]["uses"], 2);
-    assert!(v["columns"].as_array().unwrap().iter().any(|c| c["tags"].is_null()));
+    assert!(v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["tags"].is_null()));
     assert_eq!(v["blocked"][0]["count"], 2);
-    assert_eq!(v["connections"]["refused_reasons"]["authentication failed"], 1);
+    assert_eq!(
+        v["connections"]["refused_reasons"]["authentication failed"],
+        1
+    );
     assert_eq!(v["log"]["chain_intact"], true);
 }

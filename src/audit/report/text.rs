@@ -288,7 +288,8 @@ pub fn csv_field(s: &str) -> String {
 }
 
 /// The CSV header.
-pub const CSV_HEADER: &str = "service,purpose,table,column,tags,clause,uses,masked,denied,in_blocked";
+pub const CSV_HEADER: &str =
+    "service,purpose,table,column,tags,clause,uses,masked,denied,in_blocked";
 
 /// One row per service, purpose, table, column (and tags) and clause kind, CRLF line ends
 /// (RFC 4180). `tags` is `;`-joined, empty when the column is untagged.
@@ -297,7 +298,16 @@ pub fn csv(report: &Report) -> String {
     out.push_str("\r\n");
     for c in &report.columns {
         let tags = c.tags.as_ref().map(|t| t.join(";")).unwrap_or_default();
-        for (clause, UseCounts { uses, masked, denied, in_blocked }) in &c.clauses {
+        for (
+            clause,
+            UseCounts {
+                uses,
+                masked,
+                denied,
+                in_blocked,
+            },
+        ) in &c.clauses
+        {
             let fields = [
                 csv_field(&c.service),
                 csv_field(&c.purpose),

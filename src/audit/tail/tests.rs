@@ -19,7 +19,14 @@ fn ads_block() -> Event {
         "forbidden-predicate",
         &[
             ("public.users", "id", "output", None, true, false),
-            ("public.users", "phone", "predicate", Some(&["security"]), false, false),
+            (
+                "public.users",
+                "phone",
+                "predicate",
+                Some(&["security"]),
+                false,
+                false,
+            ),
         ],
     )
 }
@@ -32,7 +39,14 @@ fn auth_allow() -> Event {
         "f2",
         "SELECT hash FROM app.credentials",
         "allow",
-        &[("app.credentials", "hash", "output", Some(&["security"]), true, false)],
+        &[(
+            "app.credentials",
+            "hash",
+            "output",
+            Some(&["security"]),
+            true,
+            false,
+        )],
     )
 }
 
@@ -53,14 +67,21 @@ fn args(path: &Path) -> TailArgs {
 fn run(a: &TailArgs) -> Vec<String> {
     let mut out = Vec::new();
     tail(a, &mut out, &|| true).unwrap();
-    String::from_utf8(out).unwrap().lines().map(str::to_owned).collect()
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn fixture(dir: &Path) -> Vec<String> {
     let mut log = LogBuilder::default();
     let lines = vec![
         log.line(&t(0), segment_start()),
-        log.line(&t(1), connection(ConnectionEventKind::Authenticated, Some("ads"))),
+        log.line(
+            &t(1),
+            connection(ConnectionEventKind::Authenticated, Some("ads")),
+        ),
         log.line(&t(2), ads_block()),
         log.line(&t(3), auth_allow()),
         log.line(&t(4), ads_block()),
@@ -83,14 +104,28 @@ fn filters_select_records() {
     };
     let blocks = only(&|a| a.decision = Some(DecisionArg::Block));
     assert_eq!(blocks.len(), 2);
-    assert!(blocks[0].starts_with(&format!("{} #3 ads/advertising BLOCK", t(2))), "{}", blocks[0]);
-    assert!(blocks[0].contains("rule=forbidden-predicate fp=f1 SELECT id FROM users WHERE phone = ?"));
+    assert!(
+        blocks[0].starts_with(&format!("{} #3 ads/advertising BLOCK", t(2))),
+        "{}",
+        blocks[0]
+    );
+    assert!(
+        blocks[0].contains("rule=forbidden-predicate fp=f1 SELECT id FROM users WHERE phone = ?")
+    );
     assert!(blocks[0].ends_with("[sqlstate 42501]"));
 
-    assert_eq!(only(&|a| a.service = Some("ads".into())).len(), 3, "statements and connection");
+    assert_eq!(
+        only(&|a| a.service = Some("ads".into())).len(),
+        3,
+        "statements and connection"
+    );
     assert_eq!(only(&|a| a.purpose = Some("security".into())).len(), 1);
     assert_eq!(only(&|a| a.table = Some("app.credentials".into())).len(), 1);
-    assert_eq!(only(&|a| a.table = Some("users".into())).len(), 2, "bare table name");
+    assert_eq!(
+        only(&|a| a.table = Some("users".into())).len(),
+        2,
+        "bare table name"
+    );
     assert_eq!(only(&|a| a.table = Some("other.users".into())).len(), 0);
     let conns = only(&|a| a.kind = Some(Kind::Connection));
     assert_eq!(conns.len(), 1);
@@ -118,7 +153,15 @@ fn filters_select_records() {
 #[test]
 fn control_characters_in_logged_sql_cannot_reach_the_terminal() {
     let mut log = LogBuilder::default();
-    let event = statement("s", "p", Decision::Allow, "f", "SELECT \"\u{1b}]0;x\u{7}\"", "r", &[]);
+    let event = statement(
+        "s",
+        "p",
+        Decision::Allow,
+        "f",
+        "SELECT \"\u{1b}]0;x\u{7}\"",
+        "r",
+        &[],
+    );
     let record = log.record(&t(1), event);
     let l = line(&record);
     assert!(!l.chars().any(char::is_control), "{l:?}");
@@ -178,7 +221,10 @@ fn follow_prints_appended_records_and_moves_to_a_new_segment() {
         std::thread::spawn(move || tail(&a, &mut out, &|| stop.load(Ordering::SeqCst)))
     };
     std::thread::sleep(Duration::from_millis(300));
-    let mut f = std::fs::OpenOptions::new().append(true).open(&first).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&first)
+        .unwrap();
     let l = log.line(&t(1), ads_block());
     // Half a line first: nothing is printed until its newline arrives.
     f.write_all(&l.as_bytes()[..20]).unwrap();
@@ -193,7 +239,10 @@ fn follow_prints_appended_records_and_moves_to_a_new_segment() {
     writeln!(f, "{}", log.line(&t(3), ads_block())).unwrap();
     drop(f);
     let second = dir.path().join("pgpurpose-audit-0-next.jsonl");
-    let lines = [log.line(&t(4), segment_start()), log.line(&t(5), ads_block())];
+    let lines = [
+        log.line(&t(4), segment_start()),
+        log.line(&t(5), ads_block()),
+    ];
     std::fs::write(&second, lines.join("\n") + "\n").unwrap();
     let got = out.wait_for(3);
     stop.store(true, Ordering::SeqCst);
