@@ -591,8 +591,9 @@ mod tests {
         std::fs::write(&b, &text).unwrap();
         let n = open(&[dir.path().to_owned()])
             .unwrap()
-            .map(|r| r.unwrap())
-            .count();
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .len();
         assert_eq!(n, 4);
         // Older segment: the same is damage.
         let text = std::fs::read_to_string(&a).unwrap();

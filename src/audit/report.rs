@@ -526,7 +526,7 @@ impl Aggregator {
             })
             .collect();
         // The map iterates by fingerprint, and the sort is stable: ties stay in that order.
-        blocked.sort_by(|a, b| b.count.cmp(&a.count));
+        blocked.sort_by_key(|b| std::cmp::Reverse(b.count));
         blocked.truncate(self.top);
         Report {
             format: REPORT_FORMAT.to_owned(),

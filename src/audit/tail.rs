@@ -1,7 +1,7 @@
 //! `pgpurpose audit tail`: matching records as one readable line each, optionally following the
 //! log as the proxy writes it, across segment rotations.
 //!
-//! This module owns the record filter ([`Filter`]), the one-line rendering ([`line`]) and the
+//! This module owns the record filter ([`Filter`]), the one-line rendering ([`line()`]) and the
 //! follow loop. Following polls every [`POLL`]: it reads the complete lines appended to the
 //! newest segment (a line without its newline yet is left for the next poll), and when a new
 //! segment file appears with a first record, it drains the current one and moves on.

@@ -48,6 +48,16 @@ pub fn time(minute: u64) -> String {
     )
 }
 
+/// (table, column, clause, tags, allowed, masked) of one column use.
+pub type Use = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static [&'static str]>,
+    bool,
+    bool,
+);
+
 /// One kind of statement the fixture's services send.
 pub struct Shape {
     pub service: &'static str,
@@ -57,14 +67,7 @@ pub struct Shape {
     pub sql: &'static str,
     pub rule: &'static str,
     /// (table, column, clause, tags, allowed, masked)
-    pub uses: &'static [(
-        &'static str,
-        &'static str,
-        &'static str,
-        Option<&'static [&'static str]>,
-        bool,
-        bool,
-    )],
+    pub uses: &'static [Use],
 }
 
 pub const ADV: Option<&[&str]> = Some(&["advertising"]);
