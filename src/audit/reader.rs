@@ -82,6 +82,52 @@ pub struct Segment {
     pub first_seq: Option<u64>,
 }
 
+impl Segment {
+    /// Where the segment goes in the log: its first record's seq, else the seq its name
+    /// announces (a file the writer created but had not written to yet, e.g. before a crash).
+    pub fn order_key(&self) -> Option<u64> {
+        self.first_seq.or_else(|| {
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(name_seq)
+        })
+    }
+}
+
+/// The first seq a segment file name announces: the writer names files
+/// `pgpurpose-audit-<first seq, 20 digits>-<opened>.jsonl`. Only a fallback for files without
+/// a complete first line; the record itself is authoritative.
+pub fn name_seq(file_name: &str) -> Option<u64> {
+    let rest = file_name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
+    let digits = rest.get(..20)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Whether the segment after a file that ends in a partial line starts with a `recovery`
+/// segment_start: the writer abandoned that file after a failed write (the partial line was
+/// never a record: its statement was blocked), and the chain continues in the next file.
+pub(crate) fn recovery_follows(next: Option<&Segment>) -> Result<bool, ReaderError> {
+    let Some(next) = next else {
+        return Ok(false);
+    };
+    let file = File::open(&next.path).map_err(|e| ReaderError::io(&next.path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    if read_line_bounded(&mut reader, &mut buf).map_err(|e| ReaderError::io(&next.path, e))?
+        != LineRead::Complete
+    {
+        return Ok(false);
+    }
+    let (record, _) = parse_bytes(&buf, &next.path, 1)?;
+    Ok(matches!(&record.event, super::record::Event::SegmentStart(s) if s.reason == "recovery"))
+}
+
 /// Whether a file name is an audit segment's.
 pub fn is_segment_name(name: &str) -> bool {
     name.starts_with(SEGMENT_PREFIX)
@@ -90,8 +136,8 @@ pub fn is_segment_name(name: &str) -> bool {
 }
 
 /// Every segment file named by `inputs` (files, or directories searched one level deep),
-/// ordered by the seq of their first record; files without a complete first line come last,
-/// by name. Duplicates (a file named directly and through its directory) are read once.
+/// ordered by the seq of their first record (see [`Segment::order_key`]); files without any
+/// come last, by name. Duplicates (a file named directly and through its directory) are read once.
 pub fn list_segments(inputs: &[PathBuf]) -> Result<Vec<Segment>, ReaderError> {
     let mut paths = Vec::new();
     for input in inputs {
@@ -126,7 +172,7 @@ pub fn list_segments(inputs: &[PathBuf]) -> Result<Vec<Segment>, ReaderError> {
         let first_seq = first_seq(&path)?;
         segments.push(Segment { path, first_seq });
     }
-    segments.sort_by(|a, b| match (a.first_seq, b.first_seq) {
+    segments.sort_by(|a, b| match (a.order_key(), b.order_key()) {
         (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.path.cmp(&b.path)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
@@ -215,6 +261,9 @@ pub struct ChainCheck {
     pub records: u64,
     /// `file:line: what` of the first break, if any.
     pub first_break: Option<String>,
+    /// `file:line` of partial last lines of segments the writer abandoned after a failed
+    /// write (a `recovery` segment follows); they were never records.
+    pub abandoned_partial_lines: Vec<String>,
 }
 
 impl ChainCheck {
@@ -331,11 +380,20 @@ impl Records {
                     self.current = None;
                 }
                 LineRead::Partial => {
+                    if recovery_follows(self.segments.get(self.next_segment))? {
+                        self.chain.check.abandoned_partial_lines.push(format!(
+                            "{}:{}",
+                            path.display(),
+                            *line + 1
+                        ));
+                        self.current = None;
+                        continue;
+                    }
                     return Err(ReaderError::Malformed {
                         path: path.clone(),
                         line: *line + 1,
                         problem: "the segment ends in the middle of a line".into(),
-                    })
+                    });
                 }
                 LineRead::Complete => {
                     *line += 1;
@@ -606,6 +664,82 @@ mod tests {
             err.to_string().contains("pgpurpose-audit-b.jsonl:2:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_partial_line_before_a_recovery_segment_is_noted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_segments(dir.path());
+        let mut text = std::fs::read_to_string(&a).unwrap();
+        text.push_str("{\"seq\":3,\"ti");
+        std::fs::write(&a, text).unwrap();
+        let second = std::fs::read_to_string(&b).unwrap();
+        std::fs::write(
+            &b,
+            second.replacen("\"reason\":\"start\"", "\"reason\":\"recovery\"", 1),
+        )
+        .unwrap();
+        let mut records = open(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(
+            records
+                .by_ref()
+                .map(|r| r.unwrap().1.seq)
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let check = records.chain_check();
+        assert_eq!(check.abandoned_partial_lines.len(), 1);
+        assert!(check.abandoned_partial_lines[0].ends_with("pgpurpose-audit-b.jsonl:3"));
+        // The edit of the segment_start broke its hash, which the chain check reports.
+        assert!(check
+            .first_break
+            .as_deref()
+            .unwrap()
+            .contains("pgpurpose-audit-a.jsonl:1"));
+    }
+
+    #[test]
+    fn an_empty_segment_is_placed_by_the_seq_its_name_announces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogBuilder::default();
+        let one = log.line("2026-11-23T10:00:00.000000Z", segment_start());
+        let two = log.line("2026-11-23T10:00:01.000000Z", segment_start());
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(
+            p("pgpurpose-audit-00000000000000000001-20261123T100000Z.jsonl"),
+            one + "\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p("pgpurpose-audit-00000000000000000002-20261123T100001Z.jsonl"),
+            "",
+        )
+        .unwrap();
+        std::fs::write(
+            p("pgpurpose-audit-00000000000000000002-20261123T100002Z.jsonl"),
+            two + "\n",
+        )
+        .unwrap();
+        std::fs::write(p("pgpurpose-audit-zzz.jsonl"), "").unwrap();
+        let names: Vec<String> = list_segments(&[dir.path().to_owned()])
+            .unwrap()
+            .iter()
+            .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "pgpurpose-audit-00000000000000000001-20261123T100000Z.jsonl",
+                "pgpurpose-audit-00000000000000000002-20261123T100001Z.jsonl",
+                "pgpurpose-audit-00000000000000000002-20261123T100002Z.jsonl",
+                "pgpurpose-audit-zzz.jsonl",
+            ]
+        );
+        assert_eq!(
+            name_seq("pgpurpose-audit-00000000000000000042-x.jsonl"),
+            Some(42)
+        );
+        assert_eq!(name_seq("pgpurpose-audit-42.jsonl"), None);
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub struct LogInfo {
     pub chain_intact: bool,
     /// `file:line: what` of the first break.
     pub chain_break: Option<String>,
+    /// `file:line` of partial lines the writer abandoned after a failed write (a `recovery`
+    /// segment follows each); they were never records and are not counted.
+    pub abandoned_partial_lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -535,6 +538,7 @@ impl Aggregator {
                 segments,
                 chain_intact: chain.intact(),
                 chain_break: chain.first_break.clone(),
+                abandoned_partial_lines: chain.abandoned_partial_lines.clone(),
                 ..self.log
             },
             span: self.span,

@@ -324,7 +324,7 @@ pub fn tail<W: Write>(
         }
     };
     let is_file = args.path.is_file();
-    let mut segments = reader::list_segments(std::slice::from_ref(&args.path))?;
+    let segments = reader::list_segments(std::slice::from_ref(&args.path))?;
     if segments.is_empty() && !args.follow {
         return Err(ReaderError::NoSegments {
             inputs: args.path.display().to_string(),
@@ -336,8 +336,8 @@ pub fn tail<W: Write>(
     let mut shown: VecDeque<String> = VecDeque::new();
     let mut cursor: Option<Cursor> = None;
     let count = segments.len();
-    for (i, segment) in segments.drain(..).enumerate() {
-        let mut c = Cursor::new(&segment);
+    for (i, segment) in segments.iter().enumerate() {
+        let mut c = Cursor::new(segment);
         let partial = c.read_new(&mut |raw, record| {
             if filter.matches(&record) {
                 shown.push_back(render(raw, &record));
@@ -349,7 +349,7 @@ pub fn tail<W: Write>(
             }
             Ok(())
         })?;
-        if partial && i + 1 < count {
+        if partial && i + 1 < count && !reader::recovery_follows(segments.get(i + 1))? {
             return Err(ReaderError::Malformed {
                 path: c.path.clone(),
                 line: c.line + 1,

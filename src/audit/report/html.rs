@@ -321,6 +321,15 @@ fn integrity(h: &mut String, r: &Report) {
 }
 
 fn cards(h: &mut String, r: &Report) {
+    for l in &r.log.abandoned_partial_lines {
+        let _ = writeln!(
+            h,
+            "<div class=\"banner note\">Note: <code>{}</code> is a partial line the proxy \
+             abandoned after a failed write (a recovery segment follows). It was never a record: \
+             its statement was blocked.</div>",
+            esc(l)
+        );
+    }
     let t = &r.totals;
     let c = &r.connections;
     h.push_str("<div class=\"cards\">");

@@ -111,6 +111,13 @@ pub fn table(report: &Report) -> String {
         Some(b) => format!("BROKEN at {} (run `pgpurpose audit verify`)", printable(b)),
     };
     let _ = writeln!(out, "  chain:    {chain}");
+    for l in &log.abandoned_partial_lines {
+        let _ = writeln!(
+            out,
+            "  note:     {} is a partial line abandoned after a failed write (not a record)",
+            printable(l)
+        );
+    }
     let _ = writeln!(out, "  selected: {}", selection_text(report));
     let _ = writeln!(
         out,
