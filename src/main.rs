@@ -53,17 +53,6 @@ enum AuditCommand {
     Tail(pgpurpose::audit::tail::TailArgs),
 }
 
-/// Exit with the status a reviewer tool returned, or report its error.
-fn exit_status<E: std::fmt::Display>(result: Result<u8, E>) -> ExitCode {
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("pgpurpose: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn block_on<F: std::future::Future<Output = Result<(), pgpurpose::app::AppError>>>(
     work: F,
 ) -> ExitCode {
@@ -113,8 +102,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Audit { command } => match command {
-            AuditCommand::Report(args) => exit_status(pgpurpose::audit::report::run_report(&args)),
-            AuditCommand::Tail(args) => exit_status(pgpurpose::audit::tail::run_tail(&args)),
+            AuditCommand::Report(args) => pgpurpose::audit::report::command(&args),
+            AuditCommand::Tail(args) => pgpurpose::audit::tail::command(&args),
         },
     }
 }

@@ -243,7 +243,7 @@ fn a_damaged_log_is_an_error_and_an_edited_one_is_flagged() {
         "--format",
         "json",
     ]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("hash chain is broken"), "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["log"]["chain_intact"], false);
@@ -252,7 +252,7 @@ fn a_damaged_log_is_an_error_and_an_edited_one_is_flagged() {
     lines.insert(3, "garbage");
     std::fs::write(&seg, lines.join("\n") + "\n").unwrap();
     let (code, out, err) = run(&["audit", "report", dir.path().to_str().unwrap()]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "a malformed line is a problem of the log");
     assert!(out.is_empty());
     assert!(
         err.contains("pgpurpose-audit-20261123T080000Z.jsonl:4:"),
@@ -266,7 +266,7 @@ fn a_damaged_log_is_an_error_and_an_edited_one_is_flagged() {
         "--since",
         "yesterday",
     ]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad argument is a usage error");
     assert!(err.contains("RFC 3339"), "{err}");
 }
 

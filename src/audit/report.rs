@@ -634,10 +634,37 @@ fn normalize_arg(arg: &'static str, value: Option<&str>) -> Result<Option<String
         .transpose()
 }
 
-/// Exit status of `audit report` when the report was written but the chain check failed.
-pub const EXIT_CHAIN_BROKEN: u8 = 2;
+/// Exit status when the log has a problem: the chain check failed (the report is still
+/// written) or a line is not a record (no report). Same meaning as in `audit verify`.
+pub const EXIT_LOG_PROBLEM: u8 = 1;
+/// Exit status of a usage or I/O error (bad arguments, unreadable or missing files), as clap
+/// and `audit verify` use it.
+pub const EXIT_USAGE_OR_IO: u8 = 2;
 
-/// `pgpurpose audit report`: returns the process exit status (0, or [`EXIT_CHAIN_BROKEN`]).
+impl ReportError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReportError::Read(ReaderError::Malformed { .. })
+            | ReportError::BadRecordTime { .. } => EXIT_LOG_PROBLEM,
+            _ => EXIT_USAGE_OR_IO,
+        }
+    }
+}
+
+/// `pgpurpose audit report` as a command: errors to standard error, the exit status back.
+pub fn command(args: &ReportArgs) -> std::process::ExitCode {
+    match run_report(args) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pgpurpose audit report: {e}");
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `pgpurpose audit report`: returns the process exit status (0, or [`EXIT_LOG_PROBLEM`] when
+/// the report was written but the chain check failed).
 pub fn run_report(args: &ReportArgs) -> Result<u8, ReportError> {
     let selection = selection_from_args(args)?;
     let report = build(&args.paths, selection, args.top)?;
@@ -665,7 +692,7 @@ pub fn run_report(args: &ReportArgs) -> Result<u8, ReportError> {
             "pgpurpose: WARNING: the audit log's hash chain is broken at {brk}; \
              the report counts the records as found. Run `pgpurpose audit verify`."
         );
-        return Ok(EXIT_CHAIN_BROKEN);
+        return Ok(EXIT_LOG_PROBLEM);
     }
     Ok(0)
 }

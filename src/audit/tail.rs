@@ -450,6 +450,28 @@ fn next_segment(
     Ok(best)
 }
 
+impl TailError {
+    /// The process exit status: 1 when the log has a problem (a line is not a record), 2 for
+    /// usage and I/O errors, as in `audit verify` and `audit report`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TailError::Read(ReaderError::Malformed { .. }) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// `pgpurpose audit tail` as a command: errors to standard error, the exit status back.
+pub fn command(args: &TailArgs) -> std::process::ExitCode {
+    match run_tail(args) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pgpurpose audit tail: {e}");
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 /// `pgpurpose audit tail`: runs until done (or, with `--follow`, until interrupted).
 pub fn run_tail(args: &TailArgs) -> Result<u8, TailError> {
     let stdout = std::io::stdout();
