@@ -9,11 +9,11 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::reader::{self, ReaderError};
+use super::reader::{self, LineRead, ReaderError};
 use super::record::{ConnectionEventKind, Decision, Event, Record};
 use super::report::purpose_is_within;
 use super::report::text::printable;
@@ -276,7 +276,8 @@ impl Cursor {
     }
 
     /// Read the complete lines appended since the last call and hand each to `each`.
-    /// Returns whether a partial line (no newline yet) remains at the end.
+    /// Returns whether a partial line (no newline yet) remains at the end; it is read again,
+    /// whole, at the next call.
     fn read_new(
         &mut self,
         each: &mut dyn FnMut(&str, Record) -> Result<(), TailError>,
@@ -287,24 +288,24 @@ impl Cursor {
         };
         let mut file = File::open(&self.path).map_err(io)?;
         file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
-        let mut bytes = Vec::new();
-        file.take(64 * 1024 * 1024)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        let mut start = 0;
-        while let Some(i) = bytes[start..].iter().position(|&b| b == b'\n') {
-            let raw = &bytes[start..start + i];
-            self.line += 1;
-            let (record, _) = reader::parse_bytes(raw, &self.path, self.line)?;
-            if self.first_seq.is_none() {
-                self.first_seq = Some(record.seq);
+        let mut lines = BufReader::new(file);
+        let mut buf = Vec::new();
+        loop {
+            match reader::read_line_bounded(&mut lines, &mut buf).map_err(io)? {
+                LineRead::Eof => return Ok(false),
+                LineRead::Partial => return Ok(true),
+                LineRead::Complete => {
+                    self.line += 1;
+                    let (record, _) = reader::parse_bytes(&buf, &self.path, self.line)?;
+                    if self.first_seq.is_none() {
+                        self.first_seq = Some(record.seq);
+                    }
+                    let text = String::from_utf8_lossy(&buf);
+                    each(text.trim_end_matches('\r'), record)?;
+                    self.offset += buf.len() as u64 + 1;
+                }
             }
-            let text = String::from_utf8_lossy(raw);
-            each(text.trim_end_matches('\r'), record)?;
-            start += i + 1;
-            self.offset += (i + 1) as u64;
         }
-        Ok(start < bytes.len())
     }
 }
 
