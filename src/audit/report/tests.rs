@@ -444,3 +444,36 @@ fn render_json_is_the_documented_schema() {
     );
     assert_eq!(v["log"]["chain_intact"], true);
 }
+
+#[test]
+fn an_empty_selection_and_a_broken_chain_render_in_every_format() {
+    let agg = Aggregator::new(
+        Selection {
+            service: Some("nobody".into()),
+            ..Default::default()
+        },
+        10,
+    );
+    let chain = ChainCheck {
+        records: 3,
+        first_break: Some("seg:2: prev does not match".into()),
+        abandoned_partial_lines: vec!["seg0:9".into()],
+    };
+    let r = agg.finish(vec!["seg".into()], &chain);
+    let table = render(&r, Format::Table).unwrap();
+    assert!(table.contains("BROKEN at seg:2"), "{table}");
+    assert!(table.contains("(no column uses)"));
+    assert!(table.contains("seg0:9 is a partial line abandoned"));
+    assert_eq!(
+        render(&r, Format::Csv).unwrap(),
+        format!("{}\r\n", text::CSV_HEADER)
+    );
+    let page = render(&r, Format::Html).unwrap();
+    assert!(page.contains("data-chain=\"broken\""));
+    assert!(page.contains("No statements in the selection."));
+    assert!(page.contains("Nothing was blocked in the selection."));
+    let v: serde_json::Value = serde_json::from_str(&render(&r, Format::Json).unwrap()).unwrap();
+    assert_eq!(v["log"]["chain_intact"], false);
+    assert_eq!(v["log"]["abandoned_partial_lines"][0], "seg0:9");
+    assert_eq!(v["totals"]["statements"], 0);
+}
