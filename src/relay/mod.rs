@@ -33,6 +33,9 @@ pub struct ProxyState {
     pub upstream_tls: Option<TlsConnector>,
     /// Secret for the fake verifiers of unknown services (random per process).
     pub dummy_secret: [u8; 32],
+    /// Connection, latency and upstream-error metrics (replace before sharing the state to
+    /// export them; see `app::serve_with`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_connection_id: AtomicU64,
 }
 
@@ -56,6 +59,7 @@ impl ProxyState {
             client_tls,
             upstream_tls,
             dummy_secret: rand::random(),
+            metrics: Arc::default(),
             next_connection_id: AtomicU64::new(1),
         })
     }
