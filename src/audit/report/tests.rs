@@ -370,6 +370,8 @@ fn csv_rows_are_one_per_column_and_clause_with_rfc4180_quoting() {
     assert_eq!(text::csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     assert_eq!(text::csv_field("x\ny"), "\"x\ny\"");
     assert_eq!(text::csv_field("plain"), "plain");
+    assert_eq!(text::csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+    assert_eq!(text::csv_field("@x,y"), "\"'@x,y\"");
 }
 
 #[test]

@@ -285,12 +285,20 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-/// One RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled.
+/// One RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. A text
+/// field that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, tab or
+/// CR; a quoted identifier can be any text) gets a leading `'`, as OWASP advises for CSV
+/// injection. Counts are written as numbers and never pass through here.
 pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
     if s.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s
     }
 }
 
