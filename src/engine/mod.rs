@@ -164,8 +164,37 @@ fn scans_forbidden_data(a: &StatementAnalysis, env: &Env<'_>) -> bool {
     a.scans.iter().any(|s| scan_forbidden(s, env))
 }
 
+/// Stack that must remain before the parser or the analyser recurses once more; below it, the
+/// recursion continues on a newly allocated stack segment. sqlparser's default (128 KiB) is less
+/// than one level of nested-join parsing takes in a debug build: `SELECT ... FROM (a JOIN (b
+/// JOIN ...))` twelve levels deep overflowed a 2 MiB tokio worker stack and aborted the process.
+pub const STACK_RED_ZONE: usize = 1024 * 1024;
+/// Size of each stack segment allocated when the red zone is reached.
+pub const STACK_SEGMENT: usize = 8 * 1024 * 1024;
+
+fn guard_stack() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        recursive::set_minimum_stack_size(STACK_RED_ZONE);
+        recursive::set_stack_allocation_size(STACK_SEGMENT);
+    });
+}
+
 /// Decide what to do with a SQL text (one or several statements) sent by a session.
 pub fn decide(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    session: &SessionView<'_>,
+) -> Decision {
+    guard_stack();
+    decide_guarded(sql, catalog, policy, session)
+}
+
+/// [`decide`] on at least [`STACK_RED_ZONE`] bytes of stack (the parser and the analyser grow
+/// it further as they recurse).
+#[recursive::recursive]
+fn decide_guarded(
     sql: &str,
     catalog: &Catalog,
     policy: &CompiledPolicy,
