@@ -13,6 +13,7 @@
 //! frames; CI runs the defaults), `PGPURPOSE_FUZZ_SEED` to replay a run.
 
 #[path = "fuzz/corpus.rs"]
+#[allow(dead_code)]
 mod corpus;
 #[path = "fixtures/example.rs"]
 mod fixtures;

@@ -83,6 +83,8 @@ struct Tally {
     /// many of them the oracle would call a leak if they had been forwarded.
     control_blocked: usize,
     control_detected: usize,
+    /// Compared statements whose parse-analysis dependencies could be read too.
+    deps_compared: usize,
     /// Compared statements per source kind (case, trap, orm, generated).
     compared_by_source: BTreeMap<String, usize>,
     /// ORM statements Postgres rejects (the corpus must be valid SQL).
@@ -470,6 +472,9 @@ async fn compare(
         }
     };
     tally.compared += 1;
+    if !deps.is_empty() {
+        tally.deps_compared += 1;
+    }
     let src = probe
         .source
         .split_whitespace()
@@ -576,9 +581,9 @@ async fn analyser_and_postgres_read_the_same_relations_and_columns() {
         tally.divergences.len()
     );
     println!(
-        "parser differential: compared per source {:?}; oracle control: {} of {} statements blocked \
+        "parser differential: {} compared with parse dependencies too; compared per source {:?}; oracle control: {} of {} statements blocked \
          for a forbidden column show that column in Postgres's plan",
-        tally.compared_by_source, tally.control_detected, tally.control_blocked
+        tally.deps_compared, tally.compared_by_source, tally.control_detected, tally.control_blocked
     );
     for d in &tally.divergences {
         println!("DIVERGENCE {d}");

@@ -18,7 +18,7 @@ use crate::fixtures::example_policy;
 pub const ORM_SERVICE: &str = "ops-service";
 
 /// Share of the corpus the analyser must accept.
-const MIN_ACCEPTED: f64 = 0.95;
+const MIN_ACCEPTED: f64 = 0.98;
 
 pub fn check_orm_acceptance(catalog: &Catalog) {
     let policy = example_policy();

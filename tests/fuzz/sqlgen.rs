@@ -221,7 +221,7 @@ impl SqlGen {
 
     /// A select core with exactly `n` output columns.
     fn select_core_arity(&mut self, outer: &[Visible], n: usize) -> (String, Vec<String>) {
-        let (from, vis) = self.from_clause(outer, &[]);
+        let (from, vis) = self.build_from(outer, &[]);
         let mut scope = vis.clone();
         scope.extend_from_slice(outer);
         let items: Vec<String> = (0..n).map(|_| self.expr(&scope)).collect();
@@ -231,7 +231,7 @@ impl SqlGen {
 
     /// SELECT ... FROM ... [WHERE] [GROUP BY] [HAVING]; returns the text and output names.
     fn select_core(&mut self, outer: &[Visible], ctes: &[Visible]) -> (String, Vec<String>) {
-        let (from, vis) = self.from_clause(outer, ctes);
+        let (from, vis) = self.build_from(outer, ctes);
         let mut scope = vis.clone();
         scope.extend_from_slice(outer);
         let mut sql = String::from("SELECT ");
@@ -303,12 +303,12 @@ impl SqlGen {
     }
 
     /// FROM clause (possibly empty) and the entries it makes visible.
-    fn from_clause(&mut self, outer: &[Visible], ctes: &[Visible]) -> (String, Vec<Visible>) {
+    fn build_from(&mut self, outer: &[Visible], ctes: &[Visible]) -> (String, Vec<Visible>) {
         if self.chance(0.05) {
             return (String::new(), Vec::new());
         }
         let mut vis = Vec::new();
-        let first = self.from_item(outer, ctes, &mut vis);
+        let first = self.range_item(outer, ctes, &mut vis);
         let mut sql = format!("FROM {first}");
         let joins = if self.depth <= 2 {
             self.rng.random_range(0..3)
@@ -317,7 +317,7 @@ impl SqlGen {
         };
         for _ in 0..joins {
             let before = vis.clone();
-            let item = self.from_item(outer, ctes, &mut vis);
+            let item = self.range_item(outer, ctes, &mut vis);
             let kind = self.rng.random_range(0..8);
             match kind {
                 0 => sql.push_str(&format!(", {item}")),
@@ -358,7 +358,12 @@ impl SqlGen {
     }
 
     /// One FROM item, pushing what it makes visible.
-    fn from_item(&mut self, outer: &[Visible], ctes: &[Visible], vis: &mut Vec<Visible>) -> String {
+    fn range_item(
+        &mut self,
+        outer: &[Visible],
+        ctes: &[Visible],
+        vis: &mut Vec<Visible>,
+    ) -> String {
         let kind = self.rng.random_range(0..20);
         match kind {
             0 | 1 if self.depth < MAX_DEPTH => {
@@ -427,7 +432,8 @@ impl SqlGen {
                 let modifier: &str = if rel.is_view {
                     ""
                 } else {
-                    *self.pick(&["", "", "", "", "", "", "ONLY ", "*"])
+                    const MODIFIERS: [&str; 8] = ["", "", "", "", "", "", "ONLY ", "*"];
+                    MODIFIERS[self.rng.random_range(0..MODIFIERS.len())]
                 };
                 let (prefix, suffix) = if modifier == "*" {
                     ("", "*")
@@ -471,7 +477,7 @@ impl SqlGen {
     /// A subquery whose output names are known (every item aliased).
     fn subquery_with_names(&mut self, outer: &[Visible]) -> (String, Vec<String>) {
         self.depth += 1;
-        let (from, vis) = self.from_clause(outer, &[]);
+        let (from, vis) = self.build_from(outer, &[]);
         let mut scope = vis.clone();
         scope.extend_from_slice(outer);
         let n = self.rng.random_range(1..4);
@@ -708,7 +714,7 @@ impl SqlGen {
                 self.pick(&[
                     format!("row_to_json({})", v.qualifier),
                     format!("to_jsonb({}.*)", v.qualifier),
-                    format!("{}", v.qualifier),
+                    v.qualifier.to_string(),
                     format!("({}.*)::text", v.qualifier),
                     format!("hstore({})", v.qualifier),
                     format!("count({})", v.qualifier),
@@ -790,7 +796,7 @@ impl SqlGen {
         }
         self.budget -= 1;
         match self.rng.random_range(0..16) {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let (a, b) = (self.expr(scope), self.expr(scope));
                 let op = self
                     .pick(&[
@@ -874,7 +880,7 @@ impl SqlGen {
         };
         let mut sql = format!("INSERT INTO {table} ({}) {source}", cols.join(", "));
         if self.chance(0.3) {
-            sql.push_str(&format!(" ON CONFLICT DO NOTHING"));
+            sql.push_str(" ON CONFLICT DO NOTHING");
         }
         if self.chance(0.5) {
             let scope = [Visible {
@@ -908,7 +914,7 @@ impl SqlGen {
         }];
         let mut from = String::new();
         if self.chance(0.3) {
-            let item = self.from_item(&[], &[], &mut vis);
+            let item = self.range_item(&[], &[], &mut vis);
             from = format!(" FROM {item}");
         }
         let col = self.pick(&rel.columns).clone();
@@ -939,7 +945,7 @@ impl SqlGen {
         }];
         let mut using = String::new();
         if self.chance(0.3) {
-            let item = self.from_item(&[], &[], &mut vis);
+            let item = self.range_item(&[], &[], &mut vis);
             using = format!(" USING {item}");
         }
         let p = self.predicate(&vis);

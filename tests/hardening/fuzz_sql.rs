@@ -77,7 +77,8 @@ fn check(
                     return Err(format!("not blocked despite rule {}", st.rule));
                 }
                 for u in &st.uses {
-                    if !u.allowed && !(u.masked && u.clause == Clause::Output) {
+                    let neutralised = u.masked && u.clause == Clause::Output;
+                    if !(u.allowed || neutralised) {
                         return Err(format!(
                             "forbidden use {}.{} in {:?} not blocked",
                             u.table, u.column, u.clause
