@@ -78,8 +78,12 @@ pub fn plan_reads(
         relations: aliases.values().cloned().collect(),
         ..Default::default()
     };
-    let single = if aliases.len() == 1 {
-        aliases.values().next().cloned()
+    // Bare references belong to the only relation *scanned* (a write target without a scan,
+    // as in INSERT ... SELECT over other tables, owns none of them).
+    let mut scanned: BTreeMap<String, Rel> = BTreeMap::new();
+    collect_scans_only(plan, &mut scanned);
+    let single = if scanned.len() == 1 {
+        scanned.values().next().cloned()
     } else {
         None
     };
@@ -199,6 +203,23 @@ fn collect_derived(
     if let Some(children) = node.get("Plans").and_then(Value::as_array) {
         for c in children {
             collect_derived(c, ctes, out);
+        }
+    }
+}
+
+fn collect_scans_only(node: &Value, out: &mut BTreeMap<String, Rel>) {
+    if node.get("Node Type").and_then(Value::as_str) != Some("ModifyTable") {
+        if let (Some(rel), Some(schema), Some(alias)) = (
+            node.get("Relation Name").and_then(Value::as_str),
+            node.get("Schema").and_then(Value::as_str),
+            node.get("Alias").and_then(Value::as_str),
+        ) {
+            out.insert(alias.to_owned(), (schema.to_owned(), rel.to_owned()));
+        }
+    }
+    if let Some(children) = node.get("Plans").and_then(Value::as_array) {
+        for c in children {
+            collect_scans_only(c, out);
         }
     }
 }
