@@ -191,7 +191,7 @@ pub fn decide(
     decide_guarded(sql, catalog, policy, session)
 }
 
-/// [`decide`] on at least [`STACK_RED_ZONE`] bytes of stack (the parser and the analyser grow
+/// [`decide()`] on at least [`STACK_RED_ZONE`] bytes of stack (the parser and the analyser grow
 /// it further as they recurse).
 #[recursive::recursive]
 fn decide_guarded(
@@ -344,7 +344,7 @@ fn analyse_range(
     }))
 }
 
-/// The analyses [`decide`] makes of each statement of `sql`, without deciding: for tools and
+/// The analyses [`decide()`] makes of each statement of `sql`, without deciding: for tools and
 /// differential tests that compare the analyser's reading with Postgres's. An error is the
 /// message the statement would be blocked with.
 pub fn analyse_text(
