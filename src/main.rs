@@ -40,7 +40,7 @@ enum Command {
     },
     /// Read a password on standard input and print its SCRAM-SHA-256 verifier for a policy file.
     HashPassword,
-    /// Work with the audit log (see pgpurpose::audit::cli).
+    /// Verify and review the audit log (see pgpurpose::audit::cli).
     Audit {
         #[command(subcommand)]
         command: pgpurpose::audit::cli::AuditCommand,

@@ -1,5 +1,5 @@
-//! The `pgpurpose audit ...` subcommands (the binary's `main.rs` holds only the variant).
-//! `verify` lives here; the reviewer's `report` and `tail` are added next to it.
+//! The `pgpurpose audit ...` subcommands (the binary's `main.rs` holds only the variant):
+//! `verify` (here and in [`super::verify`]), `report` and `tail` (in their modules).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,11 @@ pub enum AuditCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Summarise the log for a time range: per service, purpose, table and column, the uses of
+    /// each clause kind, masks and blocks, the top blocked statements (table, JSON, CSV, HTML).
+    Report(super::report::ReportArgs),
+    /// Print matching records as one line each; with --follow, as they are written.
+    Tail(super::tail::TailArgs),
 }
 
 /// Run an `audit` subcommand; returns the process exit code.
@@ -42,6 +47,8 @@ pub fn run(command: AuditCommand) -> ExitCode {
             json,
             paths,
         } => run_verify(key_env, key_file, require_sealed, json, &paths),
+        AuditCommand::Report(args) => super::report::command(&args),
+        AuditCommand::Tail(args) => super::tail::command(&args),
     }
 }
 

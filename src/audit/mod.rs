@@ -8,11 +8,17 @@
 //! - [`observer`]: the log as the Enforcer's decision observer, and the relay's connection
 //!   events.
 //! - [`verify`]: checking segment files (`pgpurpose audit verify`).
+//! - [`reader`]: finding, ordering and reading segment files back, with file and line.
+//! - [`report`]: `audit report`, the reviewer's summary (table, JSON, CSV, HTML).
+//! - [`tail`]: `audit tail`, filtered live review of new records.
 //! - [`cli`]: the `pgpurpose audit` subcommands.
 
 pub mod cli;
 pub mod observer;
+pub mod reader;
 pub mod record;
+pub mod report;
+pub mod tail;
 pub mod verify;
 pub mod writer;
 
