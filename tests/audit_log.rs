@@ -369,6 +369,23 @@ async fn every_message_is_recorded_once_with_its_facts_and_no_literal() {
     );
     assert_eq!(auth.session_id, stmts[0].session_id);
 
+    // The reviewer's tools read what the writer wrote.
+    let report = Command::new(env!("CARGO_BIN_EXE_pgpurpose"))
+        .args(["audit", "report", "--format", "json"])
+        .arg(&rig.audit_dir)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.contains("ads-service") && report.contains("phone_2fa"),
+        "{report}"
+    );
+
     // The CLI: intact and sealed; then tampering is named; usage errors exit 2.
     let key_arg = rig.key_file.display().to_string();
     let (status, out) = verify_cli(
