@@ -3,12 +3,13 @@
 //! then closes whatever is left.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{session, ProxyState};
 
@@ -40,9 +41,12 @@ pub async fn run(
                 let admitted = permit.is_some();
                 let state = Arc::clone(&state);
                 let stop = stop_rx.clone();
+                state.live_sessions.fetch_add(1, Ordering::Relaxed);
                 sessions.spawn(async move {
-                    session::run(state, tcp, peer, stop, admitted).await;
+                    session::run(Arc::clone(&state), tcp, peer, stop, admitted).await;
                     drop(permit);
+                    let live = state.live_sessions.fetch_sub(1, Ordering::Relaxed) - 1;
+                    debug!(live, "session task finished");
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

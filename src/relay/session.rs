@@ -233,10 +233,18 @@ async fn startup(
         out.clear();
     }
 
+    // Checked before any SCRAM work, for every service name alike (see `auth_limit`).
+    if state.auth_failures.is_limited(peer.ip()) {
+        write_fatal(&mut stream, &auth_limited()).await;
+        return Err("address over the failed-authentication limit".into());
+    }
     let service = match authenticate(state, &mut stream, &mut buf, &request.service).await {
         Ok(service) => service,
         Err(error) => {
             info!(service = %request.service, "authentication failed");
+            if error.code == sqlstate::INVALID_PASSWORD {
+                state.auth_failures.record_failure(peer.ip());
+            }
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
         }
@@ -637,11 +645,16 @@ impl ClientToUpstream<'_> {
         let limit = self.state.config.limits.max_message_bytes;
         let idle_timeout = self.state.config.limits.idle_timeout();
         let mut draining = *shutdown.borrow();
+        // When an idle session times out. Set when the session is first seen idle and cleared
+        // only by a complete frame, so a client trickling a frame byte by byte (slowloris)
+        // cannot keep an idle session open by sending something now and then.
+        let mut idle_deadline: Option<tokio::time::Instant> = None;
         loop {
             // Handle every complete frame already buffered, batching what goes upstream.
             loop {
                 match take_frame(&mut buf, limit) {
                     Ok(Some((_, frame))) => {
+                        idle_deadline = None;
                         if let Some(end) = self.handle(frame) {
                             if !self.out.is_empty() {
                                 let _ = upstream.write_all(&self.out).await;
@@ -679,7 +692,13 @@ impl ClientToUpstream<'_> {
                         "terminating connection due to administrator command",
                     ));
                 }
-                let idle_limit = idle_timeout.filter(|_| self.idle());
+                idle_deadline = match idle_timeout {
+                    Some(t) if self.idle() => {
+                        Some(idle_deadline.unwrap_or_else(|| tokio::time::Instant::now() + t))
+                    }
+                    _ => None,
+                };
+                let idle_limit = idle_deadline;
                 // A busy session becomes idle without a word from the client (the upstream's
                 // ReadyForQuery): poll, so that the idle timer starts then, not at the next
                 // client message.
@@ -858,6 +877,16 @@ impl ClientToUpstream<'_> {
     }
 }
 
+/// The refusal for an address over `limits.auth_failures_per_minute`: the same for every
+/// service name and password, so it reveals nothing but the limit itself.
+fn auth_limited() -> PgError {
+    PgError::fatal(
+        sqlstate::CONNECTION_REJECTED,
+        "too many failed authentication attempts from this address",
+    )
+    .with_hint("wait a minute before trying again")
+}
+
 fn not_utf8() -> PgError {
     PgError::error(
         sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -873,9 +902,9 @@ fn verdict_kind(verdict: &Verdict) -> &'static str {
     }
 }
 
-async fn sleep_or_never(limit: Option<Duration>) {
+async fn sleep_or_never(limit: Option<tokio::time::Instant>) {
     match limit {
-        Some(d) => tokio::time::sleep(d).await,
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
