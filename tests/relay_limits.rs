@@ -47,10 +47,12 @@ async fn assert_serves(port: u16, what: &str) {
 
 /// The first frame of `frames` that is an ErrorResponse, as (severity, code).
 fn error_of(frames: &[raw::Frame]) -> Option<(String, String)> {
-    frames
-        .iter()
-        .find(|f| f.tag() == b'E')
-        .map(|f| (f.severity().unwrap_or_default(), f.code().unwrap_or_default()))
+    frames.iter().find(|f| f.tag() == b'E').map(|f| {
+        (
+            f.severity().unwrap_or_default(),
+            f.code().unwrap_or_default(),
+        )
+    })
 }
 
 #[tokio::test]
@@ -254,7 +256,9 @@ async fn a_client_that_never_reads_gets_backpressure_not_buffering() {
         rss_during < rss_before + 32 * 1024,
         "the proxy buffers the unread result: RSS {rss_before} KiB -> {rss_during} KiB"
     );
-    println!("never-reading client: proxy RSS {rss_before} KiB before, {rss_during} KiB while blocked");
+    println!(
+        "never-reading client: proxy RSS {rss_before} KiB before, {rss_during} KiB while blocked"
+    );
     assert_eq!(backend_state(pg, "never-reads"), "active|ClientWrite");
 
     // Other sessions are unaffected.
@@ -311,10 +315,7 @@ async fn failed_authentications_are_limited_per_client_address() {
     // Another client address is not affected (127.0.0.2 is loopback too on Linux).
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let stream = socket
-        .connect(([127, 0, 0, 1], port).into())
-        .await
-        .unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
     let mut other = RawConn::from_stream(stream);
     other
         .startup(&params, Some(ANALYTICS.password))

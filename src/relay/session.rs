@@ -506,6 +506,9 @@ enum End {
     ClientTerminated,
     ClientGone,
     UpstreamGone,
+    /// The upstream closed right after a FATAL error (e.g. 57P01 on a server shutdown), which
+    /// the client already received: nothing to add.
+    UpstreamEndedWithFatal,
     /// End the session telling the client why.
     Fatal(PgError),
 }
@@ -600,14 +603,17 @@ async fn relay_halves<CR, CW, UR, UW>(
         End::UpstreamGone => Some(PgError::upstream_unavailable(
             "the connection to the upstream database was lost",
         )),
-        End::ClientTerminated | End::ClientGone => None,
+        End::ClientTerminated | End::ClientGone | End::UpstreamEndedWithFatal => None,
     };
     if let Some(error) = fatal {
         if !shared.client_writing.load(Ordering::Acquire) {
             write_fatal(&mut client_write, &error).await;
         }
     }
-    if !matches!(end, End::ClientTerminated | End::UpstreamGone) {
+    if !matches!(
+        end,
+        End::ClientTerminated | End::UpstreamGone | End::UpstreamEndedWithFatal
+    ) {
         // Tell the upstream we are leaving so it does not log an unexpected EOF.
         let mut terminate = BytesMut::new();
         put_frame(&mut terminate, b'X', &[]);
@@ -924,10 +930,16 @@ where
 {
     // Bytes of the current frame still to pass through without inspection.
     let mut passthrough: usize = 0;
+    // The last frame forwarded was a FATAL ErrorResponse (checked when the whole frame was
+    // buffered): a close that follows is the server's own clean end, already explained.
+    let mut after_fatal = false;
     loop {
         if buf.is_empty() || !can_progress(&buf, passthrough) {
             buf.reserve(READ_CHUNK);
             match upstream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) if after_fatal && buf.is_empty() => {
+                    return End::UpstreamEndedWithFatal
+                }
                 Ok(0) | Err(_) => return End::UpstreamGone,
                 Ok(_) => {}
             }
@@ -975,7 +987,12 @@ where
                     }
                     pos += frame_len;
                 }
-                _ => passthrough = frame_len,
+                tag => {
+                    after_fatal = tag == b'E'
+                        && rest.len() >= frame_len
+                        && error_field(&rest[..frame_len], b'V') == Some("FATAL");
+                    passthrough = frame_len;
+                }
             }
         }
         if pos > 0 {

@@ -184,12 +184,16 @@ pub async fn fast_login(
                             })
                         };
                         let without_proof = format!("c=biws,r={r}");
-                        auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+                        auth_message =
+                            format!("{client_first_bare},{server_first},{without_proof}");
                         let client_key = hmac256(&salted, b"Client Key");
                         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
                         let signature = hmac256(&stored_key, auth_message.as_bytes());
-                        let proof: Vec<u8> =
-                            client_key.iter().zip(signature).map(|(a, b)| a ^ b).collect();
+                        let proof: Vec<u8> = client_key
+                            .iter()
+                            .zip(signature)
+                            .map(|(a, b)| a ^ b)
+                            .collect();
                         let server_key = hmac256(&salted, b"Server Key");
                         server_signature = hmac256(&server_key, auth_message.as_bytes());
                         let last = format!("{without_proof},p={}", STANDARD.encode(proof));
@@ -242,7 +246,9 @@ pub struct Shim {
 impl Shim {
     /// Starts forwarding 127.0.0.1:`port` (a free port) to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Shim {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("shim bind");
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("shim bind");
         let port = listener.local_addr().expect("shim addr").port();
         let stall = Arc::new(AtomicBool::new(false));
         let resets: Arc<Mutex<Vec<watch::Sender<bool>>>> = Arc::default();
