@@ -95,7 +95,9 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Salted passwords by (password, salt, iterations): PBKDF2 is slow on purpose, and opening
 /// thousands of sessions of one service would redo it each time.
-static SALTED: Mutex<Option<HashMap<(String, Vec<u8>, u32), [u8; 32]>>> = Mutex::new(None);
+static SALTED: Mutex<Option<HashMap<SaltedKey, [u8; 32]>>> = Mutex::new(None);
+/// (password, salt, iterations).
+type SaltedKey = (String, Vec<u8>, u32);
 
 fn hmac256(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
