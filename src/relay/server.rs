@@ -13,6 +13,13 @@ use tracing::{debug, info, warn};
 
 use super::{session, ProxyState};
 
+/// Connections over `max_connections` that are still being refused (they get FATAL 53300 once
+/// their startup packet arrives, within the startup timeout). Beyond this many, further
+/// connections are closed at once without a word: otherwise a flood of silent connections
+/// would hold one task and one descriptor each for the whole startup timeout, without bound,
+/// until accept() failed for everyone (EMFILE).
+pub const MAX_REFUSING: usize = 64;
+
 /// Serve until `shutdown` completes, then drain.
 pub async fn run(
     state: Arc<ProxyState>,
@@ -21,6 +28,7 @@ pub async fn run(
 ) {
     let limits = state.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
@@ -39,12 +47,24 @@ pub async fn run(
                 };
                 let permit = Arc::clone(&permits).try_acquire_owned().ok();
                 let admitted = permit.is_some();
+                let refusing = if admitted {
+                    None
+                } else {
+                    match Arc::clone(&refusals).try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            debug!(%peer, "over the connection limit and refusal backlog; closed");
+                            drop(tcp);
+                            continue;
+                        }
+                    }
+                };
                 let state = Arc::clone(&state);
                 let stop = stop_rx.clone();
                 state.live_sessions.fetch_add(1, Ordering::Relaxed);
                 sessions.spawn(async move {
                     session::run(Arc::clone(&state), tcp, peer, stop, admitted).await;
-                    drop(permit);
+                    drop((permit, refusing));
                     let live = state.live_sessions.fetch_sub(1, Ordering::Relaxed) - 1;
                     debug!(live, "session task finished");
                 });
