@@ -40,10 +40,6 @@ pub fn fd_count(pid: u32) -> usize {
         .count()
 }
 
-/// Threads of `pid` (a leaked blocking task or runtime would show here).
-pub fn thread_count(pid: u32) -> u64 {
-    status_kib(pid, "Threads")
-}
 
 /// Waits until `f()` returns true, polling; false if it did not within `within`.
 pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
