@@ -40,7 +40,6 @@ pub fn fd_count(pid: u32) -> usize {
         .count()
 }
 
-
 /// Waits until `f()` returns true, polling; false if it did not within `within`.
 pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
