@@ -376,6 +376,44 @@ async fn failed_authentications_are_limited_per_client_address() {
     assert_eq!(error_of(&frames), None);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_parallel_guesses_is_limited_too() {
+    let (_cfg, proxy) =
+        tokio::task::block_in_place(|| start_proxy("  auth_failures_per_minute: 3\n"));
+    let port = proxy.port();
+    // A correct pool of parallel logins is not limited (no failure yet).
+    let pool: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(fast_login(port, ANALYTICS.name, ANALYTICS.password, &[])))
+        .collect();
+    for p in pool {
+        p.await.unwrap().unwrap();
+    }
+    let first = fast_login(port, ANALYTICS.name, "wrong", &[])
+        .await
+        .unwrap_err();
+    assert!(first.contains("C28P01"), "{first}");
+    // One failure recorded: of ten parallel guesses, at most two more reach SCRAM.
+    let burst: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(fast_login(port, ANALYTICS.name, "wrong", &[])))
+        .collect();
+    let (mut wrong, mut refused) = (0, 0);
+    for b in burst {
+        let e = b.await.unwrap().unwrap_err();
+        if e.contains("C28P01") {
+            wrong += 1;
+        } else if e.contains("C08004") {
+            refused += 1;
+        } else {
+            panic!("unexpected answer: {e}");
+        }
+    }
+    assert!(
+        wrong <= 2,
+        "{wrong} guesses were checked, {refused} refused"
+    );
+    assert_eq!(wrong + refused, 10);
+}
+
 #[tokio::test]
 async fn idle_sessions_cost_bounded_memory_and_release_their_descriptors() {
     let n: usize = std::env::var("PGPURPOSE_IDLE_CONNECTIONS")

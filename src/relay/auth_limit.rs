@@ -32,6 +32,8 @@ pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
 struct Window {
     started: Instant,
     failures: u32,
+    /// Authentications from this address under way (see [`AuthAttempt`]).
+    in_flight: u32,
 }
 
 /// Counts failed authentications per client address; shared by all sessions.
@@ -59,6 +61,60 @@ impl AuthFailureLimiter {
     /// Whether connections from `ip` are refused now (before authentication).
     pub fn is_limited(&self, ip: IpAddr) -> bool {
         self.is_limited_at(ip, Instant::now())
+    }
+
+    /// Start an authentication from `ip`, or `None` if the address is refused. Once an address
+    /// has failed in its window, attempts under way count against the limit too, so a burst of
+    /// parallel guesses cannot all start before the first failures are recorded; an address
+    /// without failures is not limited in parallelism (a pool opening many connections at once).
+    /// The attempt counts as a failure only if [`AuthAttempt::failed`] is called.
+    pub fn begin(&self, ip: IpAddr) -> Option<AuthAttempt<'_>> {
+        self.begin_at(ip, Instant::now())
+    }
+
+    fn begin_at(&self, ip: IpAddr, now: Instant) -> Option<AuthAttempt<'_>> {
+        if self.limit == 0 {
+            return Some(AuthAttempt {
+                limiter: self,
+                ip,
+                counted: false,
+                failed: false,
+            });
+        }
+        let mut windows = self.lock();
+        let mut counted = false;
+        if let Some(w) = windows.get_mut(&ip) {
+            if now.duration_since(w.started) >= WINDOW {
+                w.started = now;
+                w.failures = 0;
+            }
+            if w.failures > 0 && w.failures.saturating_add(w.in_flight) >= self.limit {
+                return None;
+            }
+            w.in_flight = w.in_flight.saturating_add(1);
+            counted = true;
+        }
+        Some(AuthAttempt {
+            limiter: self,
+            ip,
+            counted,
+            failed: false,
+        })
+    }
+
+    fn end(&self, ip: IpAddr, counted: bool, failed: bool) {
+        if self.limit == 0 {
+            return;
+        }
+        if counted {
+            let mut windows = self.lock();
+            if let Some(w) = windows.get_mut(&ip) {
+                w.in_flight = w.in_flight.saturating_sub(1);
+            }
+        }
+        if failed {
+            self.record_failure(ip);
+        }
     }
 
     /// Count one failed authentication from `ip`.
@@ -99,17 +155,40 @@ impl AuthFailureLimiter {
         let window = windows.entry(ip).or_insert(Window {
             started: now,
             failures: 0,
+            in_flight: 0,
         });
         if now.duration_since(window.started) >= WINDOW {
-            *window = Window {
-                started: now,
-                failures: 0,
-            };
+            window.started = now;
+            window.failures = 0;
         }
         window.failures = window.failures.saturating_add(1);
         if window.failures == self.limit {
             warn!(%ip, failures = window.failures, "too many failed authentications; refusing this address for the rest of the minute");
         }
+    }
+}
+
+/// One authentication under way; ends (as a success, or as nothing at all if the client just
+/// left) when dropped, unless [`AuthAttempt::failed`] was called.
+#[derive(Debug)]
+pub struct AuthAttempt<'a> {
+    limiter: &'a AuthFailureLimiter,
+    ip: IpAddr,
+    /// Counted in its address's `in_flight` (only addresses with a window are tracked).
+    counted: bool,
+    failed: bool,
+}
+
+impl AuthAttempt<'_> {
+    /// The attempt failed: count it against the address.
+    pub fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for AuthAttempt<'_> {
+    fn drop(&mut self) {
+        self.limiter.end(self.ip, self.counted, self.failed);
     }
 }
 
@@ -138,6 +217,29 @@ mod tests {
         assert!(!limiter.is_limited_at(ip(1), t0 + WINDOW));
         limiter.record_failure_at(ip(1), t0 + WINDOW);
         assert!(!limiter.is_limited_at(ip(1), t0 + WINDOW));
+    }
+
+    #[test]
+    fn after_a_failure_attempts_under_way_count_against_the_limit() {
+        let limiter = AuthFailureLimiter::new(3);
+        let t0 = Instant::now();
+        // No failure yet: any number of parallel attempts (a pool connecting at once).
+        let pool: Vec<_> = (0..10)
+            .filter_map(|_| limiter.begin_at(ip(1), t0))
+            .collect();
+        assert_eq!(pool.len(), 10);
+        drop(pool);
+        limiter.record_failure_at(ip(1), t0);
+        // One failure recorded: at most 2 more may be under way.
+        let a = limiter.begin_at(ip(1), t0).unwrap();
+        let b = limiter.begin_at(ip(1), t0).unwrap();
+        assert!(limiter.begin_at(ip(1), t0).is_none());
+        // One ends without failing (success, or the client left): room for one more.
+        drop(a);
+        let c = limiter.begin_at(ip(1), t0).unwrap();
+        b.failed();
+        c.failed();
+        assert!(limiter.is_limited_at(ip(1), t0 + Duration::from_secs(1)));
     }
 
     #[test]

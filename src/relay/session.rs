@@ -234,16 +234,21 @@ async fn startup(
     }
 
     // Checked before any SCRAM work, for every service name alike (see `auth_limit`).
-    if state.auth_failures.is_limited(peer.ip()) {
+    let Some(attempt) = state.auth_failures.begin(peer.ip()) else {
         write_fatal(&mut stream, &auth_limited()).await;
         return Err("address over the failed-authentication limit".into());
-    }
+    };
     let service = match authenticate(state, &mut stream, &mut buf, &request.service).await {
-        Ok(service) => service,
+        Ok(service) => {
+            drop(attempt);
+            service
+        }
         Err(error) => {
             info!(service = %request.service, "authentication failed");
             if error.code == sqlstate::INVALID_PASSWORD {
-                state.auth_failures.record_failure(peer.ip());
+                attempt.failed();
+            } else {
+                drop(attempt);
             }
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
