@@ -11,10 +11,12 @@ use tracing::info;
 use crate::config::{Config, ConfigError};
 use arc_swap::ArcSwap;
 
-use crate::enforce::{initial_catalog, maintain_catalog, Enforcer};
+use crate::enforce::{initial_catalog, maintain_catalog, DecisionObserver, Enforcer};
 use crate::intercept::Interceptor;
+use crate::metrics::{Health, Metrics};
 use crate::policy::CompiledPolicy;
 use crate::relay::{server, ProxyState};
+use crate::reload::{self, PolicyEvents, PolicyReloader};
 
 /// How long startup waits for the first catalog snapshot before listening anyway.
 pub const INITIAL_CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -88,37 +90,103 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     serve(config, termination_signal()).await
 }
 
+/// What a caller adds to the proxy [`serve_with`] builds: more decision observers and policy
+/// event sinks (the audit log), and the metrics and health registries to export.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Run after the metrics observer, in this order.
+    pub observers: Vec<Arc<dyn DecisionObserver>>,
+    /// Told about the initial load and every reload or refused reload, after the metrics.
+    pub policy_events: Vec<Arc<dyn PolicyEvents>>,
+    pub metrics: Arc<Metrics>,
+    /// `/health` checks; the catalog check is added by [`serve_with`].
+    pub health: Arc<Health>,
+}
+
 /// Load the policy, bind the listener and serve until `shutdown` completes, then drain.
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
+    serve_with(config, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with extra observers, policy event sinks and shared metrics.
+pub async fn serve_with(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    options: ServeOptions,
+) -> Result<(), AppError> {
     let policy = load_policy(&config)?;
     info!(version = %policy.version, services = policy.services.len(), "policy loaded");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let interceptor = build_interceptor(&config, &policy).await?;
+    let mut observers: Vec<Arc<dyn DecisionObserver>> =
+        vec![Arc::clone(&options.metrics) as Arc<dyn DecisionObserver>];
+    observers.extend(options.observers);
+    let enforcer = build_enforcer(&config, &policy, observers).await?;
+    let catalog_source = Arc::clone(&enforcer);
+    options.health.add_check("catalog", move || {
+        catalog_source
+            .catalog()
+            .map(|_| ())
+            .ok_or_else(|| "no catalog snapshot of the upstream database loaded".to_owned())
+    });
+    let mut reloader = PolicyReloader::new(config.policies.clone(), Arc::clone(&policy))
+        .with_enforcer(Arc::clone(&enforcer))
+        .with_events(Arc::clone(&options.metrics) as Arc<dyn PolicyEvents>);
+    for sink in options.policy_events {
+        reloader = reloader.with_events(sink);
+    }
+    let reloader = Arc::new(reloader);
+    reloader.announce_loaded();
+    let reloading = tokio::spawn(reload::watch(Arc::clone(&reloader), config.reload.clone()));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Listen {
             addr: config.listen.to_string(),
             source,
         })?;
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(metrics_config) = &config.metrics {
+        let metrics_listener =
+            TcpListener::bind(metrics_config.listen)
+                .await
+                .map_err(|source| AppError::Listen {
+                    addr: metrics_config.listen.to_string(),
+                    source,
+                })?;
+        info!(listen = %metrics_config.listen, "metrics and health endpoint listening");
+        tokio::spawn(crate::metrics::http::serve(
+            metrics_listener,
+            Arc::clone(&options.metrics),
+            Arc::clone(&options.health),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ));
+    }
     info!(listen = %config.listen, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), "pgpurpose listening");
-    let state = Arc::new(ProxyState::new(config, policy, interceptor)?);
-    server::run(state, listener, shutdown).await;
+    let interceptor: Arc<dyn Interceptor> = enforcer;
+    let mut state = ProxyState::new(config, policy, interceptor)?;
+    state.metrics = options.metrics;
+    server::run(Arc::new(state), listener, shutdown).await;
+    reloading.abort();
+    let _ = metrics_stop.send(());
     Ok(())
 }
 
-/// The statement interceptor used in production: the policy engine, with the catalog kept
+/// The enforcer used in production: the policy engine with `observers`, with the catalog kept
 /// fresh by a background task.
-async fn build_interceptor(
+async fn build_enforcer(
     config: &Config,
     policy: &Arc<ArcSwap<CompiledPolicy>>,
-) -> Result<Arc<dyn Interceptor>, AppError> {
-    let enforcer = Arc::new(Enforcer::new(
-        Arc::clone(policy),
-        config.catalog.database.clone(),
-    ));
+    observers: Vec<Arc<dyn DecisionObserver>>,
+) -> Result<Arc<Enforcer>, AppError> {
+    let mut enforcer = Enforcer::new(Arc::clone(policy), config.catalog.database.clone());
+    for observer in observers {
+        enforcer = enforcer.with_observer(observer);
+    }
+    let enforcer = Arc::new(enforcer);
     let conn_str = catalog_conn_str(config)?;
     initial_catalog(&enforcer, &conn_str, INITIAL_CATALOG_WAIT).await;
     let refresh = std::time::Duration::from_secs(config.catalog.refresh_seconds.max(1));

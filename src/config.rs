@@ -210,6 +210,20 @@ pub struct Config {
     pub catalog: CatalogConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Prometheus `/metrics` and `/health` endpoint; absent (default): not served.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// Policy hot reload (SIGHUP always reloads).
+    #[serde(default)]
+    pub reload: crate::reload::ReloadConfig,
+}
+
+/// The metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint, e.g. `127.0.0.1:9187`.
+    pub listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -221,6 +235,8 @@ impl Default for Config {
             client_tls: None,
             catalog: CatalogConfig::default(),
             limits: Limits::default(),
+            metrics: None,
+            reload: crate::reload::ReloadConfig::default(),
         }
     }
 }

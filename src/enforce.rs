@@ -122,6 +122,12 @@ impl Enforcer {
         Arc::clone(&self.ddl_seen)
     }
 
+    /// Drop every cached decision (after a policy reload: the keys carry the policy version, so
+    /// old entries could not be hit, but they would hold memory until evicted).
+    pub fn invalidate(&self) {
+        self.cache.invalidate_all();
+    }
+
     pub fn cached_decisions(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()

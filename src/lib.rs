@@ -13,6 +13,9 @@
 //! - [`catalog`]: the snapshot of upstream relations, columns and views the engine resolves against.
 //! - [`audit`]: the hash-chained audit log of every decision and connection event.
 //! - [`error`]: errors as clients see them (`ErrorResponse` with a SQLSTATE).
+//! - [`reload`]: hot reload of the policy (SIGHUP, file changes); [`metrics`]: Prometheus and
+//!   health endpoint.
+//! - [`ops`]: the DBA's tools (`check`, `explain`, `test`, `diff`, `catalog dump`).
 
 pub mod app;
 pub mod audit;
@@ -24,7 +27,10 @@ pub mod engine;
 pub mod error;
 pub mod intercept;
 pub mod localpg;
+pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod protocol;
 pub mod quickstart;
 pub mod relay;
+pub mod reload;

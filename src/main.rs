@@ -34,9 +34,37 @@ enum Command {
         /// Address the proxy listens on.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: std::net::SocketAddr,
+        /// Also serve Prometheus `/metrics` and `/health` on this address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Read a password on standard input and print its SCRAM-SHA-256 verifier for a policy file.
     HashPassword,
+    /// Validate the policy files and compare them with a database (exit 0 ok, 1 errors, 2 trouble).
+    Check(pgpurpose::ops::cli::CheckArgs),
+    /// Show how a statement would be decided: uses, tags, clauses, deciding rule, rewrite.
+    Explain(pgpurpose::ops::cli::ExplainArgs),
+    /// Run policy tests (service, SQL, expected decision) against a catalog snapshot.
+    Test(pgpurpose::ops::cli::TestArgs),
+    /// List the statements whose decision changes between two policy directories.
+    Diff(pgpurpose::ops::cli::DiffArgs),
+    /// Catalog snapshots for offline use.
+    #[command(subcommand)]
+    Catalog(pgpurpose::ops::cli::CatalogCommand),
+    /// Review the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Summarise the log for a time range: per service, purpose, table and column, the uses of
+    /// each clause kind, masks and blocks, the top blocked statements (table, JSON, CSV, HTML).
+    Report(pgpurpose::audit::report::ReportArgs),
+    /// Print matching records as one line each; with --follow, as they are written.
+    Tail(pgpurpose::audit::tail::TailArgs),
 }
 
 fn block_on<F: std::future::Future<Output = Result<(), pgpurpose::app::AppError>>>(
@@ -66,9 +94,10 @@ fn main() -> ExitCode {
     pgpurpose::app::init_logging(cli.log_json);
     match cli.command {
         Command::Run { config } => block_on(pgpurpose::app::run(&config)),
-        Command::Quickstart { listen } => {
+        Command::Quickstart { listen, metrics } => {
             let options = pgpurpose::quickstart::QuickstartOptions {
                 listen,
+                metrics,
                 ..Default::default()
             };
             block_on(pgpurpose::quickstart::run(options))
@@ -87,5 +116,14 @@ fn main() -> ExitCode {
             println!("{}", pgpurpose::auth::hash_password(password));
             ExitCode::SUCCESS
         }
+        Command::Check(args) => pgpurpose::ops::cli::check(args),
+        Command::Explain(args) => pgpurpose::ops::cli::explain(args),
+        Command::Test(args) => pgpurpose::ops::cli::test(args),
+        Command::Diff(args) => pgpurpose::ops::cli::diff(args),
+        Command::Catalog(command) => pgpurpose::ops::cli::catalog(command),
+        Command::Audit { command } => match command {
+            AuditCommand::Report(args) => pgpurpose::audit::report::command(&args),
+            AuditCommand::Tail(args) => pgpurpose::audit::tail::command(&args),
+        },
     }
 }

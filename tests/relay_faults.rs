@@ -385,10 +385,8 @@ async fn cancel_requests_racing_completion_touch_only_their_session() {
     assert_fds_settle(proxy.pid(), baseline_fds + 2, "after the cancel race").await;
 }
 
-/// Needs SIGHUP handling: until the policy hot reload lands, SIGHUP's default action ends
-/// the process. Run with `cargo test --test relay_faults -- --ignored sighup`.
+/// SIGHUP reloads the policy (`reload`); sessions running queries meanwhile see no error.
 #[tokio::test]
-#[ignore = "needs the SIGHUP reload handler (dba branch); un-ignore when it is merged"]
 async fn sighup_during_load_keeps_every_session_serving() {
     let pg = common::shared_cluster();
     let (_cfg, proxy) = start(&ProxyConfig::new(pg), "");

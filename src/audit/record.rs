@@ -189,7 +189,7 @@ pub struct Checkpoint {
     pub records_in_segment: u64,
     /// First 16 hex digits of SHA-256(key): which key made `mac`.
     pub key_id: String,
-    /// Lowercase hex HMAC-SHA256(key, "<seq>:<prev>"), see [`checkpoint_mac`].
+    /// Lowercase hex `HMAC-SHA256(key, "<seq>:<prev>")`, see [`checkpoint_mac`].
     pub mac: String,
 }
 

@@ -4,11 +4,13 @@
 //! scans of row-filtered tables (directly, through views, as UPDATE/DELETE targets, in COPY)
 //! are planned as filter rewrites.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::QualifiedName;
 use crate::engine::analyse::views::ViewInfo;
-use crate::engine::analyse::{Env, Scan, SlotTarget, StatementAnalysis, WriteKind, WriteTarget};
+use crate::engine::analyse::{
+    Env, Scan, SlotTarget, StatementAnalysis, Use, WriteKind, WriteTarget,
+};
 use crate::engine::report::{
     Clause, ColumnUse, MaskedColumn, RowFilterApplied, Rule, StatementReport,
 };
@@ -230,12 +232,20 @@ pub fn decide_statement(a: &StatementAnalysis, env: &Env<'_>, service: &Service)
         masks: forbidden_slots,
         ..Plan::default()
     };
+    // Uses by output slot, gathered once (not one pass over every use per mask).
+    let mut by_slot: BTreeMap<usize, Vec<&Use>> = BTreeMap::new();
+    for u in &a.uses {
+        if let Some(s) = u.slot.filter(|s| plan.masks.contains(s)) {
+            by_slot.entry(s).or_default().push(u);
+        }
+    }
     for s in &plan.masks {
         if let Some(slot) = a.slots.get(*s) {
-            let sources = a
-                .uses
+            let sources = by_slot
+                .get(s)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .filter(|u| u.slot == Some(*s))
                 .filter(|u| {
                     env.policy
                         .column_access(&u.key.table, &u.key.column, purpose)

@@ -164,8 +164,37 @@ fn scans_forbidden_data(a: &StatementAnalysis, env: &Env<'_>) -> bool {
     a.scans.iter().any(|s| scan_forbidden(s, env))
 }
 
+/// Stack that must remain before the parser or the analyser recurses once more; below it, the
+/// recursion continues on a newly allocated stack segment. sqlparser's default (128 KiB) is less
+/// than one level of nested-join parsing takes in a debug build: `SELECT ... FROM (a JOIN (b
+/// JOIN ...))` twelve levels deep overflowed a 2 MiB tokio worker stack and aborted the process.
+pub const STACK_RED_ZONE: usize = 1024 * 1024;
+/// Size of each stack segment allocated when the red zone is reached.
+pub const STACK_SEGMENT: usize = 8 * 1024 * 1024;
+
+fn guard_stack() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        recursive::set_minimum_stack_size(STACK_RED_ZONE);
+        recursive::set_stack_allocation_size(STACK_SEGMENT);
+    });
+}
+
 /// Decide what to do with a SQL text (one or several statements) sent by a session.
 pub fn decide(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    session: &SessionView<'_>,
+) -> Decision {
+    guard_stack();
+    decide_guarded(sql, catalog, policy, session)
+}
+
+/// [`decide()`] on at least [`STACK_RED_ZONE`] bytes of stack (the parser and the analyser grow
+/// it further as they recurse).
+#[recursive::recursive]
+fn decide_guarded(
     sql: &str,
     catalog: &Catalog,
     policy: &CompiledPolicy,
@@ -216,6 +245,130 @@ fn parse_and_analyse(env: &Env<'_>, text: &str) -> Result<StatementAnalysis, Box
         ));
     };
     analyse::statements::analyse_statement(env, text, stmt).map_err(|e| unanalysable(e.to_string()))
+}
+
+/// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (Hibernate's and Rails' lock clauses), which
+/// sqlparser does not read, as `FOR UPDATE` / `FOR SHARE`: `text` (the statement, starting at
+/// byte `base` of the lexed text) with the `NO KEY` / `KEY` words replaced by spaces, so every
+/// byte offset stays where it was for rewrites. A lock strength changes which row locks are
+/// taken, never which columns are read, so the analysis of the stronger lock holds. `None`
+/// when the statement has no such clause.
+fn blank_lock_strengths(
+    lexed: &Lexed<'_>,
+    range: std::ops::Range<usize>,
+    base: usize,
+    text: &str,
+) -> Option<String> {
+    let mut blank: Vec<(usize, usize)> = Vec::new();
+    for i in range.clone() {
+        if !lexed.is_word(i, "for") {
+            continue;
+        }
+        let (a, b, c) = (i + 1, i + 2, i + 3);
+        if c < range.end
+            && lexed.is_word(a, "no")
+            && lexed.is_word(b, "key")
+            && lexed.is_word(c, "update")
+        {
+            blank.push((lexed.tokens[a].start, lexed.tokens[b].end));
+        } else if b < range.end && lexed.is_word(a, "key") && lexed.is_word(b, "share") {
+            blank.push((lexed.tokens[a].start, lexed.tokens[a].end));
+        }
+    }
+    if blank.is_empty() {
+        return None;
+    }
+    let mut out = text.as_bytes().to_vec();
+    for (s, e) in blank {
+        // Between the blanked words there is only whitespace or comments: all replaced by
+        // spaces (ASCII, so the text stays valid UTF-8 of the same length).
+        for byte in out.get_mut(s.checked_sub(base)?..e.checked_sub(base)?)? {
+            *byte = b' ';
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Analyse the statement made of `lexed.tokens[range]` (`None` for an empty range).
+fn analyse_range(
+    env: &Env<'_>,
+    lexed: &Lexed<'_>,
+    range: std::ops::Range<usize>,
+) -> Option<Result<Analysed, Box<(PgError, Rule)>>> {
+    let sql = lexed.sql;
+    let (first, last) = (
+        lexed.tokens.get(range.start)?,
+        lexed.tokens.get(range.end.saturating_sub(1))?,
+    );
+    let (base, end) = (first.start, last.end);
+    let text = &sql[base..end];
+    let words: Vec<String> = lexed.tokens[range.clone()]
+        .iter()
+        .take(4)
+        .map(|t| sql[t.start..t.end].to_ascii_lowercase())
+        .collect();
+    // `TABLE t` (which the parser does not read) is `SELECT * FROM t`: it is judged as
+    // such, and allowed only when that needs no rewrite.
+    let table_command = words.first().is_some_and(|w| w == "table");
+    let analysed_text;
+    let text = if table_command {
+        let rest = if range.start + 1 < range.end {
+            lexed.tokens.get(range.start + 1).map_or(end, |t| t.start)
+        } else {
+            end
+        };
+        analysed_text = format!("SELECT * FROM {}", &sql[rest..end]);
+        analysed_text.as_str()
+    } else {
+        text
+    };
+    let blanked;
+    let text = match blank_lock_strengths(lexed, range.clone(), base, text) {
+        Some(b) if !table_command => {
+            blanked = b;
+            blanked.as_str()
+        }
+        _ => text,
+    };
+    let analysis = match pre_parse(&words).filter(|_| !table_command) {
+        Some(a) => a,
+        None => match parse_and_analyse(env, text) {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        },
+    };
+    Some(Ok(Analysed {
+        base,
+        analysis,
+        table_command,
+    }))
+}
+
+/// The analyses [`decide()`] makes of each statement of `sql`, without deciding: for tools and
+/// differential tests that compare the analyser's reading with Postgres's. An error is the
+/// message the statement would be blocked with.
+pub fn analyse_text(
+    sql: &str,
+    catalog: &Catalog,
+    policy: &CompiledPolicy,
+    purpose: &str,
+) -> Result<Vec<StatementAnalysis>, String> {
+    guard_stack();
+    let lexed = lexing::lex(sql).map_err(|e| e.to_string())?;
+    let env = Env {
+        catalog,
+        policy,
+        purpose,
+    };
+    let mut out = Vec::new();
+    for range in lexing::split_statements(&lexed) {
+        match analyse_range(&env, &lexed, range) {
+            None => {}
+            Some(Ok(a)) => out.push(a.analysis),
+            Some(Err(e)) => return Err(e.0.message),
+        }
+    }
+    Ok(out)
 }
 
 fn decide_inner(
@@ -290,54 +443,23 @@ fn decide_inner_impl(
     };
     let mut analysed: Vec<Analysed> = Vec::new();
     for range in lexing::split_statements(&lexed) {
-        let (Some(first), Some(last)) = (
-            lexed.tokens.get(range.start),
-            lexed.tokens.get(range.end.saturating_sub(1)),
-        ) else {
+        let Some(a) = analyse_range(&env, &lexed, range) else {
             continue;
         };
-        let (base, end) = (first.start, last.end);
-        let text = &sql[base..end];
-        let words: Vec<String> = lexed.tokens[range.clone()]
-            .iter()
-            .take(4)
-            .map(|t| sql[t.start..t.end].to_ascii_lowercase())
-            .collect();
-        // `TABLE t` (which the parser does not read) is `SELECT * FROM t`: it is judged as
-        // such, and allowed only when that needs no rewrite.
-        let table_command = words.first().is_some_and(|w| w == "table");
-        let analysed_text;
-        let text = if table_command {
-            let rest = if range.start + 1 < range.end {
-                lexed.tokens.get(range.start + 1).map_or(end, |t| t.start)
-            } else {
-                end
-            };
-            analysed_text = format!("SELECT * FROM {}", &sql[rest..end]);
-            analysed_text.as_str()
-        } else {
-            text
-        };
-        let analysis = match pre_parse(&words).filter(|_| !table_command) {
-            Some(a) => a,
-            None => match parse_and_analyse(&env, text) {
-                Ok(a) => a,
-                Err(e) => {
-                    let (error, rule) = *e;
-                    let mut st = StatementReport::new("UNKNOWN");
-                    st.rule = rule;
-                    report.statements.push(st);
-                    return blocked(error, report);
-                }
-            },
-        };
-        report.literal_sensitive |= analysis.literal_sensitive;
-        names.push(analysis.output_names.clone());
-        analysed.push(Analysed {
-            base,
-            analysis,
-            table_command,
-        });
+        match a {
+            Ok(a) => {
+                report.literal_sensitive |= a.analysis.literal_sensitive;
+                names.push(a.analysis.output_names.clone());
+                analysed.push(a);
+            }
+            Err(e) => {
+                let (error, rule) = *e;
+                let mut st = StatementReport::new("UNKNOWN");
+                st.rule = rule;
+                report.statements.push(st);
+                return blocked(error, report);
+            }
+        }
     }
 
     let mut edits: Vec<Edit> = Vec::new();

@@ -30,11 +30,12 @@ pub fn token_span(
     r: ByteRange,
 ) -> Result<(usize, usize), RewriteError> {
     let (s, e) = (r.0 + base, r.1 + base);
+    // Tokens are in text order: a binary search keeps many edits (a select list of thousands
+    // of masked columns) from costing quadratic time.
     let start = lexed
         .tokens
-        .iter()
-        .position(|t| t.start == s)
-        .ok_or(RewriteError::Position)?;
+        .binary_search_by_key(&s, |t| t.start)
+        .map_err(|_| RewriteError::Position)?;
     let last = lexed.tokens[start..]
         .iter()
         .position(|t| t.end == e)

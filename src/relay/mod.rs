@@ -37,8 +37,9 @@ pub struct ProxyState {
     pub dummy_secret: [u8; 32],
     /// Failed authentications per client address (`limits.auth_failures_per_minute`).
     pub auth_failures: auth_limit::AuthFailureLimiter,
-    /// Sessions (accepted connections) currently running, for leak checks and diagnostics.
-    pub live_sessions: std::sync::atomic::AtomicUsize,
+    /// Connection, latency and upstream-error metrics (replace before sharing the state to
+    /// export them; see `app::serve_with`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_connection_id: AtomicU64,
 }
 
@@ -66,7 +67,7 @@ impl ProxyState {
             upstream_tls,
             dummy_secret,
             auth_failures,
-            live_sessions: std::sync::atomic::AtomicUsize::new(0),
+            metrics: Arc::default(),
             next_connection_id: AtomicU64::new(1),
         })
     }

@@ -3,7 +3,6 @@
 //! then closes whatever is left.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -61,12 +60,9 @@ pub async fn run(
                 };
                 let state = Arc::clone(&state);
                 let stop = stop_rx.clone();
-                state.live_sessions.fetch_add(1, Ordering::Relaxed);
                 sessions.spawn(async move {
-                    session::run(Arc::clone(&state), tcp, peer, stop, admitted).await;
+                    session::run(state, tcp, peer, stop, admitted).await;
                     drop((permit, refusing));
-                    let live = state.live_sessions.fetch_sub(1, Ordering::Relaxed) - 1;
-                    debug!(live, "session task finished");
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

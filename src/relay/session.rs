@@ -62,6 +62,7 @@ pub async fn run(
     admitted: bool,
 ) {
     let connection_id = state.next_connection_id();
+    let _open = state.metrics.connection_opened();
     let _ = tcp.set_nodelay(true);
     // The span covers the startup phase only: entering a span on every poll of the relay loop
     // costs measurable CPU per message, so relay-phase log lines carry `conn` as a field.
@@ -279,6 +280,7 @@ async fn startup(
     let upstream = match connect_upstream(state, &service, &request).await {
         Ok(u) => u,
         Err(error) => {
+            state.metrics.upstream_error();
             warn!(service = %service.name, %error, "upstream session failed");
             let frame = match error {
                 UpstreamError::Refused { code, frame, .. } if !code.starts_with("28") => frame,
@@ -864,7 +866,11 @@ impl ClientToUpstream<'_> {
             database: &self.identity.database,
             protocol,
         };
+        let started = std::time::Instant::now();
         let verdict = self.state.interceptor.decide(&ctx, sql);
+        self.state
+            .metrics
+            .observe_decision_latency(started.elapsed());
         debug!(protocol = ?protocol, verdict = verdict_kind(&verdict), "statement decided");
         verdict
     }

@@ -52,6 +52,7 @@ fn is_reg_type(t: &DataType) -> bool {
 }
 
 impl Analyser<'_, '_> {
+    #[recursive::recursive]
     pub fn expr(&mut self, e: &Expr, cx: Cx) -> Result<Sources, AnalyseError> {
         self.enter()?;
         let r = self.expr_inner(e, cx);

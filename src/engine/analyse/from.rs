@@ -22,6 +22,7 @@ fn unsupported(what: &str) -> AnalyseError {
 impl<'e> Analyser<'e, '_> {
     /// A FROM item with its joins. Each join's right side sees the left side when LATERAL;
     /// its ON condition sees exactly the two sides (and outer query levels).
+    #[recursive::recursive]
     pub fn from_item(&mut self, twj: &TableWithJoins) -> Result<Node, AnalyseError> {
         let mut node = self.table_factor(&twj.relation)?;
         for join in &twj.joins {
@@ -155,6 +156,7 @@ impl<'e> Analyser<'e, '_> {
         r
     }
 
+    #[recursive::recursive]
     fn table_factor(&mut self, tf: &TableFactor) -> Result<Node, AnalyseError> {
         match tf {
             TableFactor::Table {

@@ -99,6 +99,7 @@ fn ordinal(e: &Expr) -> Option<Result<usize, AnalyseError>> {
 
 impl<'e> Analyser<'e, '_> {
     /// Analyse a query; the caller decides what its output columns mean (see [`Role`]).
+    #[recursive::recursive]
     pub fn query(&mut self, q: &Query, role: Role) -> Result<RelOut, AnalyseError> {
         self.enter()?;
         let r = self.query_inner(q, role);
@@ -272,6 +273,7 @@ impl<'e> Analyser<'e, '_> {
         )
     }
 
+    #[recursive::recursive]
     pub fn set_expr(&mut self, body: &SetExpr, role: Role) -> Result<RelOut, AnalyseError> {
         match body {
             SetExpr::Select(s) => self.select(s, None, role),

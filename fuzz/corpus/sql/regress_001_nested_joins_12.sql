@@ -1,0 +1,1 @@
+SELECT p.id FROM (users AS u0 JOIN (users AS u1 JOIN (users AS u2 JOIN (users AS u3 JOIN (users AS u4 JOIN (users AS u5 JOIN (users AS u6 JOIN (users AS u7 JOIN (users AS u8 JOIN (users AS u9 JOIN (users AS u10 JOIN (users AS u11 JOIN posts AS p ON false) ON false) ON false) ON false) ON false) ON false) ON false) ON false) ON false) ON false) ON false) ON false)

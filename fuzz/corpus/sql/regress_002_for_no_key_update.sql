@@ -1,0 +1,1 @@
+select p1_0.id from posts p1_0 where p1_0.id=$1 for no key update

@@ -1,0 +1,1 @@
+SELECT U&"phone\005f2fa" FROM users

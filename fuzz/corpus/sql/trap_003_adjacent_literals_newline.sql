@@ -1,0 +1,2 @@
+SELECT 'a'
+'b' AS x, id FROM users

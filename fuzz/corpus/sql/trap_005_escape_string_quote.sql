@@ -1,0 +1,1 @@
+SELECT E'x\'', phone_2fa FROM users --' AS n

@@ -1,0 +1,1 @@
+SELECT $t$ $$ phone_2fa $$ $t$, id FROM users

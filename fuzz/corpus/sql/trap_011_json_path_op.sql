@@ -1,0 +1,1 @@
+SELECT '{"a":[1]}'::jsonb #> '{a,0}', id FROM users

@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE '{"a":1}'::jsonb @> '{}'

@@ -1,0 +1,1 @@
+SELECT handle || display_name FROM users

@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE id OPERATOR(pg_catalog.=) 1

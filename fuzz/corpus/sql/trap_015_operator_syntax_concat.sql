@@ -1,0 +1,1 @@
+SELECT handle OPERATOR(pg_catalog.||) phone_2fa FROM users

@@ -1,0 +1,1 @@
+SELECT count(*) FROM pg_attribute WHERE attrelid = 'users'::regclass

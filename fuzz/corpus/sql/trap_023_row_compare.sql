@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE (id, phone_2fa) = (1, 'x')

@@ -1,0 +1,1 @@
+SELECT (ARRAY[phone_2fa])[1] FROM users

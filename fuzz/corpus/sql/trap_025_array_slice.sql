@@ -1,0 +1,1 @@
+SELECT (ARRAY[id, id])[1:1] FROM users

@@ -1,0 +1,1 @@
+SELECT jsonb_path_query(to_jsonb(u), '$.phone_2fa') FROM users u

@@ -1,0 +1,1 @@
+SELECT handle COLLATE "C" FROM users ORDER BY 1

@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE phone_2fa COLLATE "C" > 'a'

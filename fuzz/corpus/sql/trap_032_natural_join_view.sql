@@ -1,0 +1,1 @@
+SELECT * FROM user_profiles NATURAL JOIN user_security_contacts

@@ -1,0 +1,1 @@
+SELECT id FROM users JOIN user_security_contacts USING (id)

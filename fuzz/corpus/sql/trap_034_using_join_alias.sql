@@ -1,0 +1,1 @@
+SELECT j.id FROM users JOIN posts USING (id) AS j

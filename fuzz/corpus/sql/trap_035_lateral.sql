@@ -1,0 +1,1 @@
+SELECT u.id, p.n FROM users u, LATERAL (SELECT count(*) AS n FROM posts WHERE user_id = u.id) p

@@ -1,0 +1,1 @@
+SELECT u.id, l.x FROM users u, LATERAL (SELECT u.phone_2fa AS x) l

@@ -1,0 +1,1 @@
+SELECT count(*) FILTER (WHERE phone_2fa LIKE '+31%') FROM users

@@ -1,0 +1,1 @@
+SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY phone_2fa) FROM users

@@ -1,0 +1,1 @@
+SELECT country, count(*) FROM users GROUP BY GROUPING SETS ((country), ())

@@ -1,0 +1,1 @@
+SELECT count(*) FROM users GROUP BY GROUPING SETS ((phone_2fa), ())

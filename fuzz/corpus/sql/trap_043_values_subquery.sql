@@ -1,0 +1,1 @@
+SELECT * FROM (VALUES (1)) v(x) JOIN users ON users.id = v.x

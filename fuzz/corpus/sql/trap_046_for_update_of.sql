@@ -1,0 +1,1 @@
+SELECT u.id FROM users u JOIN posts p ON p.user_id = u.id FOR UPDATE OF u

@@ -1,0 +1,1 @@
+SELECT to_json(u.*) FROM users u

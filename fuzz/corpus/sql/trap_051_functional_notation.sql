@@ -1,0 +1,1 @@
+SELECT phone_2fa(users) FROM users

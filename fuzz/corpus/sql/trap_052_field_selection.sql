@@ -1,0 +1,1 @@
+SELECT (users).phone_2fa FROM users

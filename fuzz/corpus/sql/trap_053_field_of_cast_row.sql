@@ -1,0 +1,1 @@
+SELECT (u::users).email_login FROM users u

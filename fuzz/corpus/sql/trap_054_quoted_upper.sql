@@ -1,0 +1,1 @@
+SELECT "PHONE_2FA" FROM users

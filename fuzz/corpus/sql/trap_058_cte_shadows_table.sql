@@ -1,0 +1,1 @@
+WITH users AS (SELECT 1 AS phone_2fa) SELECT phone_2fa FROM users

@@ -1,0 +1,1 @@
+WITH c AS MATERIALIZED (SELECT id, phone_2fa FROM users) SELECT id FROM c

@@ -1,0 +1,1 @@
+SELECT handle FROM users UNION SELECT phone_2fa FROM users

@@ -1,0 +1,1 @@
+(SELECT id FROM users) UNION ALL (SELECT id FROM posts) ORDER BY 1 LIMIT 3

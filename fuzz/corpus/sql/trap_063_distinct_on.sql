@@ -1,0 +1,1 @@
+SELECT DISTINCT ON (phone_2fa) id FROM users

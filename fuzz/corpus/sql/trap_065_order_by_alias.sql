@@ -1,0 +1,1 @@
+SELECT phone_2fa AS id FROM users ORDER BY id

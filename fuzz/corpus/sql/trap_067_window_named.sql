@@ -1,0 +1,1 @@
+SELECT id, rank() OVER w FROM users WINDOW w AS (ORDER BY email_login)

@@ -1,0 +1,1 @@
+SELECT id FROM users LIMIT (SELECT length(phone_2fa) FROM users LIMIT 1)

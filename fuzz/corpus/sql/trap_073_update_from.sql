@@ -1,0 +1,1 @@
+UPDATE posts p SET body = u.handle FROM users u WHERE u.id = p.user_id

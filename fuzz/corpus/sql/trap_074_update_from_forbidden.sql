@@ -1,0 +1,1 @@
+UPDATE posts p SET body = u.phone_2fa FROM users u WHERE u.id = p.user_id

@@ -1,0 +1,1 @@
+UPDATE users SET (handle, display_name) = ('a', 'b') WHERE id = 1

@@ -1,0 +1,1 @@
+DELETE FROM posts USING users WHERE users.id = posts.user_id AND users.email_login LIKE '%x'

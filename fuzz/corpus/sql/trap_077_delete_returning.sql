@@ -1,0 +1,1 @@
+DELETE FROM follows WHERE follower_id = 1 RETURNING *

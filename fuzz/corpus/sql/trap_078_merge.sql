@@ -1,0 +1,1 @@
+MERGE INTO posts p USING users u ON p.user_id = u.id WHEN MATCHED THEN UPDATE SET body = u.handle

@@ -1,0 +1,1 @@
+SELECT text(id), int8(birth_year) FROM users

@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE created_at > timestamptz '2020-01-01'

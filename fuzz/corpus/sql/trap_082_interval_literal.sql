@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE created_at > now() - interval '1 day'

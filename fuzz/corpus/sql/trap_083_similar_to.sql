@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE phone_2fa SIMILAR TO '%1%'

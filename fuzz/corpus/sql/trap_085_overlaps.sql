@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE (created_at, created_at) OVERLAPS (now(), now())

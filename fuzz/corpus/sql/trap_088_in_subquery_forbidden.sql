@@ -1,0 +1,1 @@
+SELECT id FROM users WHERE handle IN (SELECT phone_2fa FROM users)

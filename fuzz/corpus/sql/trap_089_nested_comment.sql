@@ -1,0 +1,1 @@
+SELECT /* a /* b */ phone_2fa */ id FROM users

@@ -1,0 +1,1 @@
+SELECT ';' AS s, id FROM users; SELECT 1

@@ -1,0 +1,1 @@
+SELECT phone_2fa FROM user_security_contacts

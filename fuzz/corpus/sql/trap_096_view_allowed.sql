@@ -1,0 +1,1 @@
+SELECT handle FROM user_profiles

@@ -1,0 +1,1 @@
+SELECT id FROM (SELECT id, phone_2fa FROM users) s
