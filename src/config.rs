@@ -160,6 +160,11 @@ pub struct Limits {
     /// Default 30000 ms.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Failed authentications allowed per client IP address per minute; after that, the
+    /// address is refused (FATAL 08004) before authentication until its minute is over.
+    /// 0 disables the limit. Default 20.
+    #[serde(default = "default_auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -170,6 +175,7 @@ impl Default for Limits {
             startup_timeout_ms: default_startup_timeout_ms(),
             idle_timeout_ms: 0,
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            auth_failures_per_minute: default_auth_failures_per_minute(),
         }
     }
 }
@@ -442,6 +448,9 @@ fn default_rotate_bytes() -> u64 {
 fn default_checkpoint_seconds() -> u64 {
     60
 }
+fn default_auth_failures_per_minute() -> u32 {
+    20
+}
 
 #[cfg(test)]
 mod tests {
@@ -452,6 +461,7 @@ mod tests {
         let config: Config = serde_yaml::from_str("listen: 127.0.0.1:7000\n").unwrap();
         assert_eq!(config.listen.port(), 7000);
         assert_eq!(config.limits.max_connections, 1000);
+        assert_eq!(config.limits.auth_failures_per_minute, 20);
         assert_eq!(config.upstream.port, 5432);
         assert!(serde_yaml::from_str::<Config>("limits: {max_conections: 5}\n").is_err());
     }

@@ -23,6 +23,9 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     /// sqlclient_unable_to_establish_sqlconnection: upstream refused the session.
     pub const UNABLE_TO_CONNECT: &str = "08001";
+    /// sqlserver_rejected_establishment_of_sqlconnection: the client address made too many
+    /// failed authentication attempts (`limits.auth_failures_per_minute`).
+    pub const CONNECTION_REJECTED: &str = "08004";
     /// too_many_connections.
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     /// feature_not_supported: FunctionCall, replication, unsupported protocol versions.

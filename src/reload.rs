@@ -161,6 +161,9 @@ impl PolicyReloader {
             Ok(new) if new.version == current.version => ReloadOutcome::Unchanged,
             Ok(new) => {
                 let version = new.version.clone();
+                // New or rotated credentials: derive their verifiers now, not at a first login
+                // (see `relay::warm_verifiers`).
+                crate::relay::warm_verifiers(&new);
                 self.policy.store(Arc::new(new));
                 if let Some(enforcer) = &self.enforcer {
                     enforcer.invalidate();

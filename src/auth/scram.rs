@@ -274,7 +274,10 @@ impl ScramServer {
             // Only reachable when channel_binding is Some (checked in client_first).
             cbind_input.extend_from_slice(self.channel_binding.as_deref().unwrap_or_default());
         }
-        if cbind != STANDARD.encode(&cbind_input).as_bytes() {
+        // Constant time although the binding data (a certificate hash) is not secret: no
+        // comparison on the authentication path should leak how much of its input matched.
+        let cbind_ok: bool = cbind.ct_eq(STANDARD.encode(&cbind_input).as_bytes()).into();
+        if !cbind_ok {
             return Err(if binding_in_use {
                 AuthError::ChannelBindingMismatch
             } else {

@@ -8,9 +8,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{session, ProxyState};
+
+/// Connections over `max_connections` that are still being refused (they get FATAL 53300 once
+/// their startup packet arrives, within the startup timeout). Beyond this many, further
+/// connections are closed at once without a word: otherwise a flood of silent connections
+/// would hold one task and one descriptor each for the whole startup timeout, without bound,
+/// until accept() failed for everyone (EMFILE).
+pub const MAX_REFUSING: usize = 64;
 
 /// Serve until `shutdown` completes, then drain.
 pub async fn run(
@@ -20,6 +27,7 @@ pub async fn run(
 ) {
     let limits = state.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
@@ -38,11 +46,23 @@ pub async fn run(
                 };
                 let permit = Arc::clone(&permits).try_acquire_owned().ok();
                 let admitted = permit.is_some();
+                let refusing = if admitted {
+                    None
+                } else {
+                    match Arc::clone(&refusals).try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            debug!(%peer, "over the connection limit and refusal backlog; closed");
+                            drop(tcp);
+                            continue;
+                        }
+                    }
+                };
                 let state = Arc::clone(&state);
                 let stop = stop_rx.clone();
                 sessions.spawn(async move {
                     session::run(state, tcp, peer, stop, admitted).await;
-                    drop(permit);
+                    drop((permit, refusing));
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

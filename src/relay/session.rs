@@ -252,8 +252,25 @@ async fn startup(
         out.clear();
     }
 
+    // Checked before any SCRAM work, for every service name alike (see `auth_limit`).
+    let Some(attempt) = state.auth_failures.begin(peer.ip()) else {
+        let error = auth_limited();
+        refused(
+            state,
+            connection_id,
+            peer,
+            error.code,
+            "address over the failed-authentication limit",
+            None,
+        );
+        write_fatal(&mut stream, &error).await;
+        return Err("address over the failed-authentication limit".into());
+    };
     let service = match authenticate(state, &mut stream, &mut buf, &request.service).await {
-        Ok(service) => service,
+        Ok(service) => {
+            drop(attempt);
+            service
+        }
         Err(error) => {
             info!(service = %request.service, "authentication failed");
             refused(
@@ -264,6 +281,11 @@ async fn startup(
                 "authentication failed",
                 None,
             );
+            if error.code == sqlstate::INVALID_PASSWORD {
+                attempt.failed();
+            } else {
+                drop(attempt);
+            }
             write_fatal(&mut stream, &error).await;
             return Err(error.to_string());
         }
@@ -410,6 +432,7 @@ fn closed(state: &ProxyState, identity: &SessionIdentity, end: &End) {
             "upstream connection lost",
             Some(sqlstate::CONNECTION_FAILURE),
         ),
+        End::UpstreamEndedWithFatal => ("ended by the upstream server", None),
         End::Fatal(error) => ("ended by the proxy", Some(error.code)),
     };
     event.reason = Some(reason.to_owned());
@@ -608,6 +631,9 @@ enum End {
     ClientTerminated,
     ClientGone,
     UpstreamGone,
+    /// The upstream closed right after a FATAL error (e.g. 57P01 on a server shutdown), which
+    /// the client already received: nothing to add.
+    UpstreamEndedWithFatal,
     /// End the session telling the client why.
     Fatal(PgError),
 }
@@ -702,14 +728,17 @@ async fn relay_halves<CR, CW, UR, UW>(
         End::UpstreamGone => Some(PgError::upstream_unavailable(
             "the connection to the upstream database was lost",
         )),
-        End::ClientTerminated | End::ClientGone => None,
+        End::ClientTerminated | End::ClientGone | End::UpstreamEndedWithFatal => None,
     };
     if let Some(error) = fatal {
         if !shared.client_writing.load(Ordering::Acquire) {
             write_fatal(&mut client_write, &error).await;
         }
     }
-    if !matches!(end, End::ClientTerminated | End::UpstreamGone) {
+    if !matches!(
+        end,
+        End::ClientTerminated | End::UpstreamGone | End::UpstreamEndedWithFatal
+    ) {
         // Tell the upstream we are leaving so it does not log an unexpected EOF.
         let mut terminate = BytesMut::new();
         put_frame(&mut terminate, b'X', &[]);
@@ -748,11 +777,16 @@ impl ClientToUpstream<'_> {
         let limit = self.state.config.limits.max_message_bytes;
         let idle_timeout = self.state.config.limits.idle_timeout();
         let mut draining = *shutdown.borrow();
+        // When an idle session times out. Set when the session is first seen idle and cleared
+        // only by a complete frame, so a client trickling a frame byte by byte (slowloris)
+        // cannot keep an idle session open by sending something now and then.
+        let mut idle_deadline: Option<tokio::time::Instant> = None;
         loop {
             // Handle every complete frame already buffered, batching what goes upstream.
             loop {
                 match take_frame(&mut buf, limit) {
                     Ok(Some((_, frame))) => {
+                        idle_deadline = None;
                         if let Some(end) = self.handle(frame) {
                             if !self.out.is_empty() {
                                 let _ = upstream.write_all(&self.out).await;
@@ -790,7 +824,13 @@ impl ClientToUpstream<'_> {
                         "terminating connection due to administrator command",
                     ));
                 }
-                let idle_limit = idle_timeout.filter(|_| self.idle());
+                idle_deadline = match idle_timeout {
+                    Some(t) if self.idle() => {
+                        Some(idle_deadline.unwrap_or_else(|| tokio::time::Instant::now() + t))
+                    }
+                    _ => None,
+                };
+                let idle_limit = idle_deadline;
                 // A busy session becomes idle without a word from the client (the upstream's
                 // ReadyForQuery): poll, so that the idle timer starts then, not at the next
                 // client message.
@@ -990,6 +1030,16 @@ impl ClientToUpstream<'_> {
     }
 }
 
+/// The refusal for an address over `limits.auth_failures_per_minute`: the same for every
+/// service name and password, so it reveals nothing but the limit itself.
+fn auth_limited() -> PgError {
+    PgError::fatal(
+        sqlstate::CONNECTION_REJECTED,
+        "too many failed authentication attempts from this address",
+    )
+    .with_hint("wait a minute before trying again")
+}
+
 fn not_utf8() -> PgError {
     PgError::error(
         sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -1005,9 +1055,9 @@ fn verdict_kind(verdict: &Verdict) -> &'static str {
     }
 }
 
-async fn sleep_or_never(limit: Option<Duration>) {
+async fn sleep_or_never(limit: Option<tokio::time::Instant>) {
     match limit {
-        Some(d) => tokio::time::sleep(d).await,
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -1027,10 +1077,16 @@ where
 {
     // Bytes of the current frame still to pass through without inspection.
     let mut passthrough: usize = 0;
+    // The last frame forwarded was a FATAL ErrorResponse (checked when the whole frame was
+    // buffered): a close that follows is the server's own clean end, already explained.
+    let mut after_fatal = false;
     loop {
         if buf.is_empty() || !can_progress(&buf, passthrough) {
             buf.reserve(READ_CHUNK);
             match upstream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) if after_fatal && buf.is_empty() => {
+                    return End::UpstreamEndedWithFatal
+                }
                 Ok(0) | Err(_) => return End::UpstreamGone,
                 Ok(_) => {}
             }
@@ -1078,7 +1134,12 @@ where
                     }
                     pos += frame_len;
                 }
-                _ => passthrough = frame_len,
+                tag => {
+                    after_fatal = tag == b'E'
+                        && rest.len() >= frame_len
+                        && error_field(&rest[..frame_len], b'V') == Some("FATAL");
+                    passthrough = frame_len;
+                }
             }
         }
         if pos > 0 {

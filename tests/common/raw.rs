@@ -175,6 +175,15 @@ impl RawConn {
         }
     }
 
+    /// Wraps an already connected socket (e.g. one bound to a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        let _ = stream.set_nodelay(true);
+        RawConn {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
     /// Connects and logs in; panics (with the server's error) if that fails.
     pub async fn login(port: u16, user: &str, password: Option<&str>) -> RawConn {
         let mut conn = RawConn::connect(port).await;
