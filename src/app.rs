@@ -254,7 +254,10 @@ fn catalog_conn_str(config: &Config) -> Result<String, AppError> {
         quote(&config.catalog.database)
     );
     if let Some(secret) = &config.catalog.password {
-        let password = crate::auth::resolve_password(&secret.into())
+        let source = secret.source().ok_or_else(|| {
+            AppError::Other("catalog.password: give exactly one of `env` or `file`".into())
+        })?;
+        let password = crate::auth::resolve_password(&source)
             .map_err(|e| AppError::Other(format!("catalog password: {e}")))?;
         conn.push_str(&format!(" password={}", quote(&password)));
     }

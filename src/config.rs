@@ -95,32 +95,15 @@ pub struct ClientTlsConfig {
     pub required: bool,
 }
 
-/// A secret given in configuration: `{env: VAR}` or `{file: PATH}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum SecretRef {
-    Env(String),
-    File(PathBuf),
-}
-
-impl From<&SecretRef> for SecretSource {
-    fn from(value: &SecretRef) -> Self {
-        match value {
-            SecretRef::Env(v) => SecretSource::Env(v.clone()),
-            SecretRef::File(p) => SecretSource::File(p.clone()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     /// Role the proxy uses to read the catalog snapshot. Default `postgres`.
     #[serde(default = "default_catalog_user")]
     pub user: String,
-    /// Its password, if the server asks for one.
+    /// Its password, if the server asks for one: `{env: VAR}` or `{file: PATH}`.
     #[serde(default)]
-    pub password: Option<SecretRef>,
+    pub password: Option<KeyRef>,
     /// Database whose catalog is read. Default `postgres`.
     #[serde(default = "default_catalog_database")]
     pub database: String,
@@ -217,8 +200,9 @@ pub enum AuditFailure {
     Allow,
 }
 
-/// Where a key is: exactly one of `env: VAR` or `file: PATH`. (A plain struct rather than
-/// [`SecretRef`]: the YAML library reads an externally tagged enum only from a `!tag`.)
+/// Where a secret (a key, a password) is: exactly one of `env: VAR` or `file: PATH`. (A plain
+/// struct rather than an enum: the YAML library reads an externally tagged enum only from a
+/// `!tag`, not from the `{env: VAR}` map a reader expects.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRef {
@@ -359,6 +343,9 @@ impl Config {
                 abs(key);
             }
         }
+        if let Some(file) = self.catalog.password.as_mut().and_then(|p| p.file.as_mut()) {
+            abs(file);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -464,6 +451,23 @@ mod tests {
         assert_eq!(config.limits.auth_failures_per_minute, 20);
         assert_eq!(config.upstream.port, 5432);
         assert!(serde_yaml::from_str::<Config>("limits: {max_conections: 5}\n").is_err());
+    }
+
+    #[test]
+    fn catalog_password_is_read_as_documented() {
+        let config: Config =
+            serde_yaml::from_str("catalog: {password: {env: PGPURPOSE_CATALOG_PW}}\n").unwrap();
+        let source = config.catalog.password.as_ref().and_then(KeyRef::source);
+        assert_eq!(
+            source,
+            Some(SecretSource::Env("PGPURPOSE_CATALOG_PW".into()))
+        );
+        let both = "catalog: {password: {env: A, file: b}}\n";
+        let config: Config = serde_yaml::from_str(both).unwrap();
+        assert_eq!(
+            config.catalog.password.as_ref().and_then(KeyRef::source),
+            None
+        );
     }
 
     #[test]
