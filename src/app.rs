@@ -119,6 +119,13 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()>,
     options: ServeOptions,
 ) -> Result<(), AppError> {
+    // SIGHUP's default action ends the process. Tokio keeps a signal's handler installed for
+    // the life of the process once one stream was created, so a SIGHUP that arrives while the
+    // catalog is still loading (before the reload task listens) is not fatal.
+    #[cfg(unix)]
+    if let Err(error) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tracing::warn!(%error, "cannot handle SIGHUP");
+    }
     let policy = load_policy(&config)?;
     info!(version = %policy.version, services = policy.services.len(), "policy loaded");
     // Opened before listening, so no statement runs unrecorded.
@@ -237,10 +244,32 @@ async fn build_enforcer(
     }
     let enforcer = Arc::new(enforcer);
     let conn_str = catalog_conn_str(config)?;
-    initial_catalog(&enforcer, &conn_str, INITIAL_CATALOG_WAIT).await;
+    if initial_catalog(&enforcer, &conn_str, INITIAL_CATALOG_WAIT).await {
+        report_catalog_findings(&policy.load(), &enforcer);
+    }
     let refresh = std::time::Duration::from_secs(config.catalog.refresh_seconds.max(1));
     tokio::spawn(maintain_catalog(Arc::clone(&enforcer), conn_str, refresh));
     Ok(enforcer)
+}
+
+/// Compare the policy in force with the first catalog snapshot and log every finding. A tag
+/// on a column that does not exist protects nothing (often a typo that leaves the real column
+/// untagged), so errors are logged at error level; `pgpurpose check` turns them into a failing
+/// exit code for CI, and a reload that introduces one is refused.
+fn report_catalog_findings(policy: &CompiledPolicy, enforcer: &Enforcer) {
+    let Some(catalog) = enforcer.catalog() else {
+        return;
+    };
+    for finding in crate::policy::check_against_catalog(policy, &catalog) {
+        match finding.level {
+            crate::policy::FindingLevel::Error => {
+                tracing::error!(%finding, "the policy does not match the database")
+            }
+            crate::policy::FindingLevel::Warning => {
+                tracing::warn!(%finding, "policy check against the database")
+            }
+        }
+    }
 }
 
 /// libpq key/value connection string for the catalog reader.
