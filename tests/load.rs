@@ -12,7 +12,9 @@
 //!
 //! Every statement is one policy decision (one Query, or one Parse: tokio-postgres prepares
 //! each `query` call), so the per-class counts in [`Totals`] are also the number of decisions
-//! of each class the proxy made for these clients: an audit-log assertion can compare them.
+//! of each class the proxy made for these clients. The proxy runs with its audit log on, and
+//! the test asserts that the log holds exactly that many records of each decision and that
+//! `audit verify` (with the checkpoint key) passes on it afterwards.
 
 mod common;
 
@@ -183,7 +185,17 @@ async fn load_mixed_statements() {
         ..ClusterOptions::default()
     });
     let mut cfg = ProxyConfig::new(&pg);
-    cfg.extra_yaml = format!("limits:\n  max_connections: {}\n", clients + 30);
+    // The audit log is on (default fsync cadence): every decision must be recorded under load.
+    let audit = tempfile::tempdir().unwrap();
+    let audit_dir = audit.path().join("audit");
+    let key_file = audit.path().join("audit.key");
+    std::fs::write(&key_file, AUDIT_KEY).unwrap();
+    cfg.extra_yaml = format!(
+        "limits:\n  max_connections: {}\naudit:\n  dir: {:?}\n  checkpoint_key:\n    file: {:?}\n",
+        clients + 30,
+        audit_dir.display().to_string(),
+        key_file.display().to_string()
+    );
     let written = common::write_config(&cfg);
     // Warnings only: a log line per session would put the log writer into the measurement.
     let proxy = tokio::task::block_in_place(|| {
@@ -359,5 +371,56 @@ async fn load_mixed_statements() {
         rss_after <= rss_baseline + (rss_connected.saturating_sub(rss_baseline)) / 2 + 32 * 1024,
         "RSS after the clients left: {rss_after} KiB (baseline {rss_baseline} KiB, {rss_connected} KiB connected)"
     );
+
+    // Every decision is in the audit log, and the log verifies. The warm-up ran the mix once.
+    let recorded = recorded_decisions(&audit_dir);
+    let warm_up = |class| MIX.iter().filter(|st| st.class == class).count() as u64;
+    for (k, class) in CLASSES.iter().enumerate() {
+        assert_eq!(
+            recorded[k],
+            t.per_class[k] + warm_up(*class),
+            "audit records of {class:?} decisions vs statements the clients ran"
+        );
+    }
+    println!(
+        "audit: {} statement records ({} allow, {} rewrite, {} block), all accounted for",
+        recorded.iter().sum::<u64>(),
+        recorded[0],
+        recorded[1],
+        recorded[2]
+    );
     drop(proxy);
+    let verification =
+        pgpurpose::audit::verify::verify_paths(&[audit_dir], Some(AUDIT_KEY)).unwrap();
+    assert!(
+        verification.ok(),
+        "audit verify after the load: {:?}",
+        verification.error
+    );
+}
+
+const AUDIT_KEY: &[u8] = b"load-test-audit-checkpoint-key-0123456789";
+
+/// Statement records of `analytics-service` in the audit log, per class (index of
+/// [`CLASSES`]): allow, rewrite, block.
+fn recorded_decisions(dir: &std::path::Path) -> [u64; 3] {
+    use pgpurpose::audit::record::{parse_line, Decision, Event};
+    let mut counts = [0u64; 3];
+    for path in pgpurpose::audit::writer::list_segments(dir).unwrap() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let (record, _) = parse_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if let Event::Statement(st) = record.event {
+                if st.service != ANALYTICS.name {
+                    continue;
+                }
+                counts[match st.decision {
+                    Decision::Allow => 0,
+                    Decision::Rewrite => 1,
+                    Decision::Block => 2,
+                }] += 1;
+            }
+        }
+    }
+    counts
 }
