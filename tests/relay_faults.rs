@@ -26,6 +26,13 @@ fn start(cfg: &ProxyConfig, upstream_extra: &str) -> (WrittenConfig, ProxyProces
         .replacen("upstream:\n", &format!("upstream:\n{upstream_extra}"), 1);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgpurpose.yaml");
+    // Every fault test runs with the audit log on, and ends by checking it (`audit_intact`).
+    std::fs::write(dir.path().join("audit.key"), AUDIT_KEY).unwrap();
+    let yaml = format!(
+        "{yaml}audit:\n  dir: {:?}\n  checkpoint_key:\n    file: {:?}\n",
+        dir.path().join("audit").display().to_string(),
+        dir.path().join("audit.key").display().to_string()
+    );
     std::fs::write(&path, yaml).unwrap();
     let proxy = common::spawn_proxy(&path);
     let written = WrittenConfig {
@@ -34,6 +41,51 @@ fn start(cfg: &ProxyConfig, upstream_extra: &str) -> (WrittenConfig, ProxyProces
         listen_port: cfg.listen_port,
     };
     (written, proxy)
+}
+
+const AUDIT_KEY: &[u8] = b"fault-tests-audit-checkpoint-key-0123456789";
+
+/// After a fault: the audit log verifies (chain, sequence, checkpoint MACs; the live segment
+/// may be unsealed), holds no literal the test sent, and (`all_closed`: every session has
+/// ended) a `closed` record for every `authenticated` one.
+fn audit_intact(written: &WrittenConfig, literals: &[&str], all_closed: bool, what: &str) {
+    use pgpurpose::audit::record::{parse_line, ConnectionEventKind, Event};
+    let dir = written.dir.path().join("audit");
+    let verification =
+        pgpurpose::audit::verify::verify_paths(&[dir.clone()], Some(AUDIT_KEY)).unwrap();
+    assert!(
+        verification.ok(),
+        "{what}: audit verify failed: {:?}",
+        verification.error
+    );
+    let (mut authenticated, mut closed) = (0, 0);
+    for path in pgpurpose::audit::writer::list_segments(&dir).unwrap() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for literal in literals {
+            assert!(
+                !text.contains(literal),
+                "{what}: literal {literal:?} in the audit log"
+            );
+        }
+        for line in text.lines() {
+            if let (Ok((record, _)), true) = (parse_line(line), line.ends_with('}')) {
+                if let Event::Connection(c) = record.event {
+                    match c.event {
+                        ConnectionEventKind::Authenticated => authenticated += 1,
+                        ConnectionEventKind::Closed => closed += 1,
+                        ConnectionEventKind::Refused => {}
+                    }
+                }
+            }
+        }
+    }
+    assert!(authenticated > 0, "{what}: no session in the audit log");
+    if all_closed {
+        assert_eq!(
+            authenticated, closed,
+            "{what}: sessions authenticated vs closed in the audit log"
+        );
+    }
 }
 
 async fn login(port: u16) -> RawConn {
@@ -83,7 +135,7 @@ fn assert_clean_fatal(frames: &[Frame], what: &str) {
 #[tokio::test]
 async fn upstream_restart_mid_transaction_and_mid_copy() {
     let mut pg = common::cluster::example_cluster(ClusterOptions::default());
-    let (_cfg, proxy) = start(&ProxyConfig::new(&pg), "");
+    let (written, proxy) = start(&ProxyConfig::new(&pg), "");
     let port = proxy.port();
     let baseline_fds = fd_count(proxy.pid());
 
@@ -160,6 +212,7 @@ async fn upstream_restart_mid_transaction_and_mid_copy() {
         .unwrap();
     assert_eq!(kept.trim(), "0");
     assert_fds_settle(proxy.pid(), baseline_fds, "after the restart").await;
+    audit_intact(&written, &["restart-tx", "restart-copy"], true, "restart");
 }
 
 fn shim_target(pg: &LocalCluster) -> std::net::SocketAddr {
@@ -173,7 +226,7 @@ async fn upstream_slower_than_the_connect_timeout() {
     let shim = Shim::start(shim_target(pg)).await;
     let mut cfg = ProxyConfig::new(pg);
     cfg.upstream_port = shim.port;
-    let (_cfg, proxy) = start(&cfg, "  connect_timeout_ms: 1000\n");
+    let (written, proxy) = start(&cfg, "  connect_timeout_ms: 1000\n");
     let port = proxy.port();
     let mut before = login(port).await;
     let baseline_fds = fd_count(proxy.pid());
@@ -207,6 +260,7 @@ async fn upstream_slower_than_the_connect_timeout() {
     assert_serves(port, "after the stall").await;
     drop(stalled);
     assert_fds_settle(proxy.pid(), baseline_fds, "after the stalled upstream").await;
+    audit_intact(&written, &["still here"], false, "stalled upstream");
 }
 
 // Multi-threaded: the shim's tasks must run while `spawn_proxy` blocks this thread.
@@ -216,7 +270,7 @@ async fn connection_reset_between_proxy_and_upstream() {
     let shim = Shim::start(shim_target(pg)).await;
     let mut cfg = ProxyConfig::new(pg);
     cfg.upstream_port = shim.port;
-    let (_cfg, proxy) = start(&cfg, "");
+    let (written, proxy) = start(&cfg, "");
     let port = proxy.port();
     let baseline_fds = fd_count(proxy.pid());
 
@@ -242,6 +296,7 @@ async fn connection_reset_between_proxy_and_upstream() {
     drop(bystander);
     assert_serves(port, "after the reset").await;
     assert_fds_settle(proxy.pid(), baseline_fds, "after the reset").await;
+    audit_intact(&written, &["unaffected"], true, "reset");
 }
 
 /// Backends of the example roles whose application_name is `name`.
@@ -259,7 +314,7 @@ fn backends_named(pg: &LocalCluster, name: &str) -> usize {
 #[tokio::test]
 async fn clients_disconnecting_mid_pipeline_leak_nothing() {
     let pg = common::shared_cluster();
-    let (_cfg, proxy) = start(&ProxyConfig::new(pg), "");
+    let (written, proxy) = start(&ProxyConfig::new(pg), "");
     let port = proxy.port();
     let baseline_fds = fd_count(proxy.pid());
 
@@ -312,12 +367,13 @@ async fn clients_disconnecting_mid_pipeline_leak_nothing() {
         backends_named(pg, "mid-pipeline")
     );
     assert_fds_settle(proxy.pid(), baseline_fds, "after mid-pipeline disconnects").await;
+    audit_intact(&written, &[], true, "mid-pipeline disconnects");
 }
 
 #[tokio::test]
 async fn cancel_requests_racing_completion_touch_only_their_session() {
     let pg = common::shared_cluster();
-    let (_cfg, proxy) = start(&ProxyConfig::new(pg), "");
+    let (written, proxy) = start(&ProxyConfig::new(pg), "");
     let port = proxy.port();
     let baseline_fds = fd_count(proxy.pid());
 
@@ -383,13 +439,14 @@ async fn cancel_requests_racing_completion_touch_only_their_session() {
     assert!(bystander_queries > 0);
     drop(client);
     assert_fds_settle(proxy.pid(), baseline_fds + 2, "after the cancel race").await;
+    audit_intact(&written, &[], false, "cancel race");
 }
 
 /// SIGHUP reloads the policy (`reload`); sessions running queries meanwhile see no error.
 #[tokio::test]
 async fn sighup_during_load_keeps_every_session_serving() {
     let pg = common::shared_cluster();
-    let (_cfg, proxy) = start(&ProxyConfig::new(pg), "");
+    let (written, proxy) = start(&ProxyConfig::new(pg), "");
     let port = proxy.port();
     let mut tasks = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(4);
@@ -417,4 +474,5 @@ async fn sighup_during_load_keeps_every_session_serving() {
         assert!(t.await.unwrap() > 0);
     }
     assert_serves(port, "after SIGHUP").await;
+    audit_intact(&written, &[], false, "SIGHUP during load");
 }
