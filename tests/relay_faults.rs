@@ -52,7 +52,8 @@ fn audit_intact(written: &WrittenConfig, literals: &[&str], all_closed: bool, wh
     use pgpurpose::audit::record::{parse_line, ConnectionEventKind, Event};
     let dir = written.dir.path().join("audit");
     let verification =
-        pgpurpose::audit::verify::verify_paths(&[dir.clone()], Some(AUDIT_KEY)).unwrap();
+        pgpurpose::audit::verify::verify_paths(std::slice::from_ref(&dir), Some(AUDIT_KEY))
+            .unwrap();
     assert!(
         verification.ok(),
         "{what}: audit verify failed: {:?}",
