@@ -21,12 +21,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Record};
-
-/// Segment files are named `pgpurpose-audit-<anything>.jsonl`.
-pub const SEGMENT_PREFIX: &str = "pgpurpose-audit-";
-/// See [`SEGMENT_PREFIX`].
-pub const SEGMENT_SUFFIX: &str = ".jsonl";
+use super::record::{self, Record, SEGMENT_PREFIX, SEGMENT_SUFFIX};
 
 /// Longest line accepted (a record of a very long statement is long, but not unbounded).
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -90,23 +85,9 @@ impl Segment {
             self.path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(name_seq)
+                .and_then(record::segment_first_seq)
         })
     }
-}
-
-/// The first seq a segment file name announces: the writer names files
-/// `pgpurpose-audit-<first seq, 20 digits>-<opened>.jsonl`. Only a fallback for files without
-/// a complete first line; the record itself is authoritative.
-pub fn name_seq(file_name: &str) -> Option<u64> {
-    let rest = file_name
-        .strip_prefix(SEGMENT_PREFIX)?
-        .strip_suffix(SEGMENT_SUFFIX)?;
-    let digits = rest.get(..20)?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// Whether the segment after a file that ends in a partial line starts with a `recovery`
@@ -736,10 +717,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            name_seq("pgpurpose-audit-00000000000000000042-x.jsonl"),
+            record::segment_first_seq("pgpurpose-audit-00000000000000000042-x.jsonl"),
             Some(42)
         );
-        assert_eq!(name_seq("pgpurpose-audit-42.jsonl"), None);
+        assert_eq!(record::segment_first_seq("pgpurpose-audit-42.jsonl"), None);
     }
 
     #[test]
